@@ -1,0 +1,253 @@
+"""The WebSocket edge: `/ws/v1/stream`, implementing PROTOCOL.md's stream part.
+
+The consumer handles requests; ticks never pass through it. It registers a
+`Connection` with the process's hub, which puts ticks straight into the
+connection's outbox, and the connection's writer sends them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from typing import Any
+from urllib.parse import parse_qs
+
+from channels.exceptions import StopConsumer
+from channels.generic.websocket import AsyncWebsocketConsumer
+
+from consumers import closes
+from consumers.requests import RateLimiter, Request, RequestError, effective_throttle, parse
+from marketstream import runtime
+from marketstream.codec import CODEC, CODECS, SUBPROTOCOLS, BadFrame, CodecName, decode_request
+from marketstream.connection import Connection
+from marketstream.hub import Hub
+from marketstream.symbols import normalize
+from marketstream.tick import now_ns
+
+log = logging.getLogger(__name__)
+
+PROTOCOL_VERSION = 1
+
+
+def negotiate(scope: dict[str, Any]) -> tuple[CodecName, str | None]:
+    """Pick the codec: a known subprotocol first, then `?encoding=`, then msgpack.
+
+    Raises ValueError naming the accepted values when `?encoding=` is unknown.
+    """
+    for offered in scope.get("subprotocols") or []:
+        if offered in SUBPROTOCOLS:
+            return SUBPROTOCOLS[offered], offered
+    query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
+    encoding = (query.get("encoding") or ["msgpack"])[0]
+    if encoding not in CODECS:
+        raise ValueError(f"unknown encoding {encoding[:32]!r}; expected msgpack or json")
+    return encoding, None
+
+
+class StreamConsumer(AsyncWebsocketConsumer):
+    # No channel of its own on the layer: the hub receives ticks for the whole process.
+    channel_layer_alias = "__no_layer__"
+
+    hub: Hub
+    conn: Connection
+
+    async def dispatch(self, message: dict[str, Any]) -> None:
+        # Channels >= 4.2 wraps every handler in aclose_old_connections(), a thread hop
+        # for database connections that this consumer never uses.
+        handler = getattr(self, message["type"].replace(".", "_"), None)
+        if handler is None:
+            raise ValueError(f"no handler for message type {message['type']}")
+        await handler(message)
+
+    async def websocket_connect(self, message: dict[str, Any]) -> None:
+        try:
+            codec_name, subprotocol = negotiate(self.scope)
+        except ValueError as exc:
+            await self._deny(400, str(exc))
+            return
+        self.limits = {
+            "max_subscriptions": runtime.config("MAX_SUBSCRIPTIONS"),
+            "max_message_bytes": runtime.config("MAX_MESSAGE_BYTES"),
+            "max_requests_per_s": runtime.config("MAX_REQUESTS_PER_S"),
+            "min_throttle_ms": runtime.config("MIN_THROTTLE_MS"),
+            "max_throttle_ms": runtime.config("MAX_THROTTLE_MS"),
+        }
+        self.rate = RateLimiter(self.limits["max_requests_per_s"])
+        self.hub = await runtime.get_hub()
+        self.store = self.hub.store
+        session = uuid.uuid4().hex[:16]
+        self.conn = Connection(CODEC[codec_name], self._send_frame, runtime.config("MAX_PENDING"), session, self._kill)
+        await self.accept(subprotocol)
+        self.hub.attach(self.conn)
+        self.conn.reply(
+            {
+                "type": "welcome",
+                "protocol": PROTOCOL_VERSION,
+                "session": session,
+                "encoding": codec_name,
+                "server_time": now_ns(),
+                "limits": self.limits,
+            }
+        )
+        self.conn.start()
+
+    async def _deny(self, status: int, text: str) -> None:
+        """Refuse the handshake with an HTTP status and a reason people can read."""
+        if "websocket.http.response" in self.scope.get("extensions", {}):
+            await self.send(
+                {
+                    "type": "websocket.http.response.start",
+                    "status": status,
+                    "headers": [(b"content-type", b"text/plain; charset=utf-8")],
+                }
+            )
+            await self.send({"type": "websocket.http.response.body", "body": text.encode()})
+        else:
+            await self.close()
+
+    async def _send_frame(self, frame: bytes) -> None:
+        if self.conn.codec.binary:
+            await self.send(bytes_data=frame)
+        else:
+            await self.send(text_data=frame.decode())
+
+    def _kill(self, code: int) -> None:
+        """Close from outside the writer (slow client): a close frame if the socket takes
+        it within a second, else drop the TCP connection."""
+        asyncio.get_running_loop().create_task(self._close_or_abort(code))
+
+    async def _close_or_abort(self, code: int) -> None:
+        await self.conn.stop()
+        try:
+            await asyncio.wait_for(self.close(code), 1.0)
+            return
+        except (TimeoutError, Exception):
+            pass
+        transport = getattr(getattr(self.base_send, "__self__", None), "transport", None)
+        if transport is not None:
+            transport.abort()
+
+    async def websocket_receive(self, message: dict[str, Any]) -> None:
+        if self.conn.closed:
+            return
+        text, data = message.get("text"), message.get("bytes")
+        size = len(data) if data is not None else len(text.encode()) if text is not None else 0
+        if size > self.limits["max_message_bytes"]:
+            await self._close(closes.TOO_BIG)
+            return
+        if not self.rate.allow(time.monotonic()):
+            if self.rate.exhausted:
+                await self._close(closes.POLICY_VIOLATION)
+                return
+            self._error(None, "rate_limited", f"more than {self.rate.rate} requests per second")
+            return
+        try:
+            request = parse(decode_request(text, data), self.limits["max_subscriptions"])
+        except BadFrame as exc:
+            self._error(None, "bad_request", f"frame does not decode: {exc}")
+            return
+        except RequestError as exc:
+            self._error(exc.request_id, exc.code, exc.message)
+            return
+        try:
+            await self.handle(request)
+        except Exception:
+            log.exception("request %s failed", request.op)
+            self._error(request.id, "internal_error", "the hub could not complete the request; try again")
+
+    async def _close(self, code: int) -> None:
+        await self.conn.stop()
+        await self.close(code)
+
+    def _error(self, request_id: int | str | None, code: str, text: str) -> None:
+        message: dict[str, Any] = {"type": "error", "code": code, "message": text}
+        if request_id is not None:
+            message["id"] = request_id
+        self.conn.reply(message)
+
+    async def handle(self, request: Request) -> None:
+        conn = self.conn
+        if request.op == "ping":
+            conn.reply({"type": "pong", "id": request.id, "server_time": now_ns()})
+        elif request.op == "list":
+            subs = [{"symbol": s, "throttle_ms": t} for s, t in sorted(conn.subscriptions.items())]
+            conn.reply({"type": "subscriptions", "id": request.id, "subscriptions": subs})
+        elif request.op == "subscribe":
+            await self.subscribe(request)
+        else:
+            self.unsubscribe(request)
+
+    async def subscribe(self, request: Request) -> None:
+        conn, hub = self.conn, self.hub
+        rejected: dict[str, str] = {}
+        wanted: list[str] = []
+        for raw in request.symbols:
+            symbol = normalize(raw)
+            if symbol is None:
+                rejected[str(raw)[:64]] = "bad_symbol"
+            elif symbol not in wanted:
+                wanted.append(symbol)
+        known = await self.store.known(wanted)
+        candidates = [s for s, ok in zip(wanted, known, strict=True) if ok]
+        rejected.update({s: "unknown_symbol" for s, ok in zip(wanted, known, strict=True) if not ok})
+        room = self.limits["max_subscriptions"] - len(conn.subscriptions)
+        accepted: list[str] = []
+        for symbol in candidates:
+            if symbol in conn.subscriptions:
+                accepted.append(symbol)
+            elif room > 0:
+                accepted.append(symbol)
+                room -= 1
+            else:
+                rejected[symbol] = "limit_exceeded"
+        throttle = effective_throttle(
+            request.throttle_ms, self.limits["min_throttle_ms"], self.limits["max_throttle_ms"]
+        )
+        fresh = [s for s in accepted if s not in conn.subscriptions]
+        conn.held += 1  # ticks wait behind the ack and the snapshot
+        try:
+            await hub.join(hub.add(conn, accepted, throttle))
+            conn.reply(
+                {
+                    "type": "ack",
+                    "id": request.id,
+                    "op": "subscribe",
+                    "symbols": accepted,
+                    "throttle_ms": throttle,
+                    "rejected": rejected,
+                }
+            )
+            if request.snapshot and fresh:
+                snapshots = await self.store.snapshots(fresh)
+                ticks = conn.outbox.accept_snapshot(snapshots[s] for s in fresh if s in snapshots)
+                if ticks:
+                    if throttle:
+                        now = time.monotonic()
+                        conn.sent_at.update((t.symbol, now) for t in ticks)
+                    conn.outbox.add_control(conn.codec.ticks(ticks, "snapshot"))
+        finally:
+            conn.held -= 1
+            conn.wake()
+
+    def unsubscribe(self, request: Request) -> None:
+        conn = self.conn
+        rejected: dict[str, str] = {}
+        symbols: list[str] = []
+        for raw in request.symbols:
+            symbol = normalize(raw)
+            if symbol is None:
+                rejected[str(raw)[:64]] = "bad_symbol"
+            elif symbol not in symbols:
+                symbols.append(symbol)
+        removed = self.hub.remove(conn, symbols)
+        conn.outbox.discard(removed)
+        conn.reply({"type": "ack", "id": request.id, "op": "unsubscribe", "symbols": symbols, "rejected": rejected})
+
+    async def websocket_disconnect(self, message: dict[str, Any]) -> None:
+        conn = getattr(self, "conn", None)
+        if conn is not None:
+            self.hub.detach(conn)
+            await conn.stop()
+        raise StopConsumer()

@@ -1,0 +1,75 @@
+"""Runs a feed at a steady rate until stopped: the loop behind `manage.py runfeed` and
+the embedded feed of `make run`."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+from feeds.publisher import Publisher
+from feeds.simulated import SimulatedFeed
+
+log = logging.getLogger(__name__)
+
+STEP = 0.01  # seconds between batches at high rates
+
+
+async def run_feed(
+    feed: SimulatedFeed,
+    publisher: Publisher,
+    rate: float,
+    stop: asyncio.Event,
+    duration: float | None = None,
+    max_ticks: int | None = None,
+) -> int:
+    """Publish `rate` ticks per second (over all symbols) until `stop` is set, `duration`
+    seconds pass or `max_ticks` are sent. Returns the number of ticks published.
+
+    Falling behind by more than a second's worth of ticks is reported in the log, with
+    the rate actually reached; the feed then catches up without bursting past a second.
+    """
+    if rate <= 0:
+        raise ValueError(f"rate must be > 0 ticks/s, got {rate}")
+    await publisher.prepare([i.symbol for i in feed.instruments])
+    step = max(STEP, min(1.0, 1.0 / rate))
+    start = time.monotonic()
+    sent = 0
+    last_report = start
+    while not stop.is_set():
+        now = time.monotonic()
+        elapsed = now - start
+        if duration is not None and elapsed >= duration:
+            break
+        due = int(elapsed * rate) + 1 - sent
+        if due > rate:  # more than a second behind
+            if now - last_report > 5.0:
+                log.warning("feed: behind by %d ticks; reaching %.0f of %.0f ticks/s", due, sent / elapsed, rate)
+                last_report = now
+            start += (due - int(rate)) / rate  # skip what cannot be caught up
+            due = int(rate)
+        if max_ticks is not None:
+            due = min(due, max_ticks - sent)
+        if due > 0:
+            try:
+                await publisher.publish(feed.batch(due))
+            except Exception:
+                log.exception("feed: publishing failed; retrying in 1 s")
+                await _sleep_or_stop(stop, 1.0)
+                continue
+            sent += due
+        if max_ticks is not None and sent >= max_ticks:
+            break
+        # wake when the next tick is due, but no sooner than one step: batches at high rates
+        await _sleep_or_stop(stop, max(start + sent / rate, now + step) - time.monotonic())
+    return sent
+
+
+async def _sleep_or_stop(stop: asyncio.Event, seconds: float) -> None:
+    if seconds <= 0:
+        await asyncio.sleep(0)
+        return
+    try:
+        await asyncio.wait_for(stop.wait(), seconds)
+    except TimeoutError:
+        pass

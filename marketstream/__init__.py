@@ -1,0 +1,1 @@
+"""marketstream: a market-data streaming hub on Django Channels."""

@@ -1,0 +1,124 @@
+"""A connection as the hub sees it: subscriptions, outbox, and the writer that drains it.
+
+Framework-free: the consumer gives it an async `send(bytes)` and a `kill(code)`.
+All frames of a connection leave through its writer, in outbox order, so a request's
+reply always precedes the frames that the request causes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+
+from marketstream.codec import Codec
+from marketstream.outbox import Outbox
+
+log = logging.getLogger(__name__)
+
+Send = Callable[[bytes], Awaitable[None]]
+
+
+class Connection:
+    """One client's state. `subscriptions` maps symbol -> effective throttle_ms."""
+
+    __slots__ = (
+        "_send",
+        "_task",
+        "_wake",
+        "behind_since",
+        "busy_since",
+        "closed",
+        "codec",
+        "dirty",
+        "frames",
+        "held",
+        "kill",
+        "outbox",
+        "sent_at",
+        "session",
+        "subscriptions",
+        "ticks_sent",
+    )
+
+    def __init__(
+        self,
+        codec: Codec,
+        send: Send,
+        max_pending: int,
+        session: str = "",
+        kill: Callable[[int], None] | None = None,
+    ) -> None:
+        self.codec = codec
+        self.outbox = Outbox(max_pending)
+        self.subscriptions: dict[str, int] = {}
+        self.sent_at: dict[str, float] = {}  # symbol -> monotonic time of the last throttled delivery
+        self.dirty = False  # queued in the hub's flush list
+        self.held = 0  # > 0 while a request is being handled: ticks wait behind its reply
+        self.behind_since: float | None = None  # first conflation since the outbox was last empty
+        self.busy_since: float | None = None  # start of the send in progress
+        self.closed = False
+        self.frames = 0
+        self.ticks_sent = 0
+        self.session = session
+        self.kill = kill  # close the connection with a code, from outside its writer
+        self._wake = asyncio.Event()
+        self._send = send
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._write_loop(), name=f"writer-{self.session}")
+
+    async def stop(self) -> None:
+        """Stop the writer; pending frames are dropped."""
+        self.closed = True
+        task, self._task = self._task, None
+        if task is not None and task is not asyncio.current_task():
+            task.cancel()
+            try:
+                await task
+            except (asyncio.CancelledError, Exception):
+                pass
+
+    def wake(self) -> None:
+        """Tell the writer that the outbox has something (called by the hub's flush)."""
+        self.dirty = False
+        if self.held == 0:
+            self._wake.set()
+
+    def reply(self, message: dict[str, object]) -> None:
+        """Queue a control message (encoded now, sent in order)."""
+        self.outbox.add_control(self.codec.message(message))
+        self.wake()
+
+    def is_behind(self, now: float, timeout: float) -> bool:
+        """True when the client has stayed behind (conflating or stuck in a send) for `timeout` s."""
+        if self.behind_since is not None and now - self.behind_since > timeout:
+            return True
+        return self.busy_since is not None and now - self.busy_since > timeout
+
+    async def _write_loop(self) -> None:
+        outbox = self.outbox
+        codec = self.codec
+        wake = self._wake
+        send = self._send
+        while not self.closed:
+            await wake.wait()
+            wake.clear()
+            while outbox and not self.closed and self.held == 0:
+                if outbox.conflations and self.behind_since is None:
+                    self.behind_since = time.monotonic()
+                if outbox.controls:
+                    frame = outbox.controls.popleft()
+                else:
+                    ticks = outbox.take_ticks()
+                    frame = codec.ticks(ticks)
+                    self.ticks_sent += len(ticks)
+                self.busy_since = time.monotonic()
+                await send(frame)
+                self.busy_since = None
+                self.frames += 1
+            if not outbox:
+                outbox.conflations = 0
+                self.behind_since = None

@@ -1,0 +1,330 @@
+"""The hub: one per process, the process-local fan-out of ticks to connections.
+
+The hub owns a single channel on the channel layer and joins the group of a symbol
+while at least one local connection subscribes to it. A tick therefore crosses the
+channel layer once per process (one Redis PUBLISH per tick, one decode per hub), and
+the step per subscriber per tick is a plain call that puts pre-encoded bytes into an
+outbox (docs/design.md explains the choice and its numbers).
+
+Throttled subscriptions are conflated once per process, per symbol and throttle: the
+newest tick waits in a bucket, and at the end of each interval it is put into the
+outbox of every subscriber of that bucket. Work per subscriber grows with what is
+delivered, not with what comes in.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Iterable
+from typing import Any
+
+from marketstream.connection import Connection
+from marketstream.store import Store
+from marketstream.symbols import group_name
+from marketstream.tick import EncodedTick
+
+log = logging.getLogger(__name__)
+
+
+class Bucket:
+    """The subscribers of one symbol at one throttle, and its conflated tick."""
+
+    __slots__ = ("last", "pending", "subscribers", "symbol", "throttle", "waiting")
+
+    def __init__(self, symbol: str, throttle: int) -> None:
+        self.symbol = symbol
+        self.throttle = throttle
+        self.subscribers: set[Connection] = set()
+        self.pending: EncodedTick | None = None  # newest tick not yet delivered
+        self.last: EncodedTick | None = None  # newest tick delivered
+        self.waiting: set[Connection] = set()  # subscribers not yet due for `last`
+
+
+class Interval:
+    """All buckets of one throttle value, fired together at the end of each interval."""
+
+    def __init__(self, throttle: int) -> None:
+        self.throttle = throttle
+        self.seconds = throttle / 1000
+        self.buckets: set[Bucket] = set()
+        self.dirty: set[Bucket] = set()
+        self.waiting: set[Bucket] = set()
+        self.task: asyncio.Task[None] | None = None
+
+
+class Hub:
+    """Process-local fan-out. Create with `Hub(...)`, then `await hub.start()`."""
+
+    def __init__(
+        self,
+        layer: Any,
+        store: Store,
+        group_prefix: str,
+        slow_client_timeout: float = 5.0,
+        flush_delay: float = 0.0,
+    ) -> None:
+        self.layer = layer
+        self.store = store
+        self.group_prefix = group_prefix
+        self.slow_client_timeout = slow_client_timeout
+        self.flush_delay = flush_delay
+        self.channel = ""
+        self.zero: dict[str, set[Connection]] = {}  # symbol -> throttle-0 subscribers
+        self.buckets: dict[str, dict[int, Bucket]] = {}  # symbol -> throttle -> bucket
+        self.intervals: dict[int, Interval] = {}
+        self.joined: set[str] = set()
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._dirty: list[Connection] = []
+        self._flush_scheduled = False
+        self._receiver: asyncio.Task[None] | None = None
+        self.connections: set[Connection] = set()
+        self.ticks_received = 0
+        self.layer_errors = 0
+        self.slow_closes = 0
+
+    # -- lifecycle ------------------------------------------------------------------
+
+    async def start(self) -> None:
+        if self._receiver is None:
+            self.channel = await self.layer.new_channel("hub.")
+            self._receiver = asyncio.get_running_loop().create_task(self._receive_loop(), name="hub-receiver")
+
+    async def stop(self) -> None:
+        tasks = [self._receiver] + [i.task for i in self.intervals.values()]
+        for task in tasks:
+            if task is not None:
+                task.cancel()
+        self._receiver = None
+
+    @property
+    def alive(self) -> bool:
+        return self._receiver is not None and not self._receiver.done()
+
+    async def _receive_loop(self) -> None:
+        receive = self.layer.receive
+        channel = self.channel
+        on_tick = self.on_tick
+        while True:
+            try:
+                message = await receive(channel)
+                if message.get("type") == "tick":
+                    on_tick(EncodedTick.from_message(message))
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                self.layer_errors += 1
+                log.exception("hub: cannot receive from the channel layer; retrying in 1 s")
+                await asyncio.sleep(1.0)
+
+    # -- the tick path --------------------------------------------------------------
+
+    def on_tick(self, tick: EncodedTick) -> None:
+        """Hand one tick to every local subscriber of its symbol."""
+        self.ticks_received += 1
+        symbol = tick.symbol
+        subscribers = self.zero.get(symbol)
+        if subscribers:
+            dirty = self._dirty
+            for conn in subscribers:
+                if conn.outbox.put(tick) and not conn.dirty:
+                    conn.dirty = True
+                    dirty.append(conn)
+            if dirty and not self._flush_scheduled:
+                self._schedule_flush()
+        buckets = self.buckets.get(symbol)
+        if buckets:
+            for bucket in buckets.values():
+                bucket.pending = tick
+                self.intervals[bucket.throttle].dirty.add(bucket)
+
+    def _schedule_flush(self) -> None:
+        self._flush_scheduled = True
+        loop = asyncio.get_running_loop()
+        if self.flush_delay > 0:
+            loop.call_later(self.flush_delay, self._flush)
+        else:
+            loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        dirty, self._dirty = self._dirty, []
+        now = time.monotonic()
+        timeout = self.slow_client_timeout
+        for conn in dirty:
+            if conn.is_behind(now, timeout):
+                self._slow(conn)
+            else:
+                conn.wake()
+
+    def _slow(self, conn: Connection) -> None:
+        if conn.closed:
+            return
+        self.slow_closes += 1
+        conn.closed = True
+        log.warning("hub: closing slow client %s (1013)", conn.session)
+        if conn.kill is not None:
+            conn.kill(1013)
+
+    def _fire(self, interval: Interval) -> None:
+        """End of an interval: deliver each dirty bucket's tick to its due subscribers."""
+        now = time.monotonic()
+        seconds = interval.seconds
+        dirty_conns = self._dirty
+        if interval.waiting:
+            for bucket in list(interval.waiting):
+                tick = bucket.last
+                for conn in list(bucket.waiting):
+                    if now - conn.sent_at.get(bucket.symbol, 0.0) >= seconds:
+                        bucket.waiting.discard(conn)
+                        if tick is not None and conn.outbox.put_latest(tick):
+                            conn.sent_at[bucket.symbol] = now
+                            if not conn.dirty:
+                                conn.dirty = True
+                                dirty_conns.append(conn)
+                if not bucket.waiting:
+                    interval.waiting.discard(bucket)
+        if interval.dirty:
+            buckets, interval.dirty = interval.dirty, set()
+            for bucket in buckets:
+                tick = bucket.pending
+                if tick is None:
+                    continue
+                bucket.pending = None
+                bucket.last = tick
+                symbol = tick.symbol
+                for conn in bucket.subscribers:
+                    if now - conn.sent_at.get(symbol, 0.0) < seconds:
+                        bucket.waiting.add(conn)
+                        interval.waiting.add(bucket)
+                    elif conn.outbox.put_latest(tick):
+                        conn.sent_at[symbol] = now
+                        if not conn.dirty:
+                            conn.dirty = True
+                            dirty_conns.append(conn)
+        if dirty_conns and not self._flush_scheduled:
+            self._schedule_flush()
+
+    async def _run_interval(self, interval: Interval) -> None:
+        while interval.buckets:
+            await asyncio.sleep(interval.seconds)
+            try:
+                self._fire(interval)
+            except Exception:
+                log.exception("hub: throttle interval %d ms failed", interval.throttle)
+        self.intervals.pop(interval.throttle, None)
+
+    # -- subscriptions --------------------------------------------------------------
+
+    def add(self, conn: Connection, symbols: Iterable[str], throttle: int) -> list[str]:
+        """Route `symbols` to `conn` at `throttle` (replacing an earlier throttle).
+
+        Returns the symbols that this process does not receive yet: await `join`
+        on them before reading their snapshot.
+        """
+        new: list[str] = []
+        for symbol in symbols:
+            old = conn.subscriptions.get(symbol)
+            if old == throttle:
+                continue
+            if old is not None:
+                self._unroute(conn, symbol, old)
+            conn.subscriptions[symbol] = throttle
+            if throttle == 0:
+                self.zero.setdefault(symbol, set()).add(conn)
+            else:
+                buckets = self.buckets.setdefault(symbol, {})
+                bucket = buckets.get(throttle)
+                if bucket is None:
+                    bucket = buckets[throttle] = Bucket(symbol, throttle)
+                    self._interval(throttle).buckets.add(bucket)
+                bucket.subscribers.add(conn)
+            if symbol not in self.joined:
+                new.append(symbol)
+        return new
+
+    def _interval(self, throttle: int) -> Interval:
+        interval = self.intervals.get(throttle)
+        if interval is None:
+            interval = self.intervals[throttle] = Interval(throttle)
+        if interval.task is None or interval.task.done():
+            interval.task = asyncio.get_running_loop().create_task(self._run_interval(interval))
+        return interval
+
+    def _unroute(self, conn: Connection, symbol: str, throttle: int) -> None:
+        if throttle == 0:
+            subscribers = self.zero.get(symbol)
+            if subscribers is not None:
+                subscribers.discard(conn)
+                if not subscribers:
+                    del self.zero[symbol]
+            return
+        buckets = self.buckets.get(symbol, {})
+        bucket = buckets.get(throttle)
+        if bucket is None:
+            return
+        bucket.subscribers.discard(conn)
+        bucket.waiting.discard(conn)
+        if not bucket.subscribers:
+            del buckets[throttle]
+            if not buckets:
+                del self.buckets[symbol]
+            interval = self.intervals.get(throttle)
+            if interval is not None:
+                interval.buckets.discard(bucket)
+                interval.dirty.discard(bucket)
+                interval.waiting.discard(bucket)
+
+    def remove(self, conn: Connection, symbols: Iterable[str]) -> list[str]:
+        """Stop routing `symbols` to `conn`. Returns the symbols it was subscribed to.
+
+        After this returns, the hub puts no tick of these symbols into `conn`'s outbox.
+        """
+        removed = []
+        for symbol in symbols:
+            throttle = conn.subscriptions.pop(symbol, None)
+            if throttle is None:
+                continue
+            self._unroute(conn, symbol, throttle)
+            conn.sent_at.pop(symbol, None)
+            removed.append(symbol)
+            if not self._routed(symbol):
+                asyncio.get_running_loop().create_task(self._leave(symbol))
+        return removed
+
+    def _routed(self, symbol: str) -> bool:
+        return symbol in self.zero or symbol in self.buckets
+
+    async def join(self, symbols: Iterable[str]) -> None:
+        """Make sure this process receives the ticks of `symbols` (group_add)."""
+        for symbol in symbols:
+            if symbol in self.joined:
+                continue
+            async with self._lock(symbol):
+                if symbol not in self.joined and self._routed(symbol):
+                    await self.layer.group_add(group_name(self.group_prefix, symbol), self.channel)
+                    self.joined.add(symbol)
+
+    async def _leave(self, symbol: str) -> None:
+        async with self._lock(symbol):
+            if symbol in self.joined and not self._routed(symbol):
+                self.joined.discard(symbol)
+                try:
+                    await self.layer.group_discard(group_name(self.group_prefix, symbol), self.channel)
+                except Exception:
+                    log.exception("hub: group_discard for %s failed", symbol)
+
+    def _lock(self, symbol: str) -> asyncio.Lock:
+        lock = self._locks.get(symbol)
+        if lock is None:
+            lock = self._locks[symbol] = asyncio.Lock()
+        return lock
+
+    def attach(self, conn: Connection) -> None:
+        self.connections.add(conn)
+
+    def detach(self, conn: Connection) -> None:
+        """Forget a connection (disconnect)."""
+        self.remove(conn, list(conn.subscriptions))
+        self.connections.discard(conn)

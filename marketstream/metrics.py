@@ -1,0 +1,55 @@
+"""Prometheus metrics of this hub process, read from the hub when scraped."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from marketstream.hub import Hub
+
+
+class HubCollector(Collector):
+    def __init__(self, hub: Hub | None) -> None:
+        self.hub = hub
+
+    def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
+        hub = self.hub
+        conns = list(hub.connections) if hub else []
+        yield GaugeMetricFamily("marketstream_connections", "Open WebSocket connections", value=len(conns))
+        yield GaugeMetricFamily(
+            "marketstream_subscriptions",
+            "Subscriptions over all connections",
+            value=sum(len(c.subscriptions) for c in conns),
+        )
+        yield GaugeMetricFamily(
+            "marketstream_symbols_joined", "Symbols this hub receives", value=len(hub.joined) if hub else 0
+        )
+        yield GaugeMetricFamily(
+            "marketstream_outbox_ticks", "Ticks pending in outboxes", value=sum(len(c.outbox) for c in conns)
+        )
+        yield CounterMetricFamily(
+            "marketstream_ticks_received",
+            "Ticks received from the channel layer",
+            value=hub.ticks_received if hub else 0,
+        )
+        yield CounterMetricFamily(
+            "marketstream_ticks_sent", "Ticks sent to open connections", value=sum(c.ticks_sent for c in conns)
+        )
+        yield CounterMetricFamily(
+            "marketstream_frames_sent", "Frames sent to open connections", value=sum(c.frames for c in conns)
+        )
+        yield CounterMetricFamily(
+            "marketstream_slow_closes", "Connections closed with 1013 as slow", value=hub.slow_closes if hub else 0
+        )
+        yield CounterMetricFamily(
+            "marketstream_layer_errors", "Channel-layer receive errors", value=hub.layer_errors if hub else 0
+        )
+
+
+def render(hub: Hub | None) -> bytes:
+    registry = CollectorRegistry()
+    registry.register(HubCollector(hub))
+    return generate_latest(registry)

@@ -1,0 +1,120 @@
+"""Django settings. Everything comes from environment variables with safe defaults;
+the README has the table. No `REDIS_URL` means the embedded default: in-memory channel
+layer and a simulated feed inside the server process.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+
+def env_bool(name: str, default: bool) -> bool:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    return raw.strip().lower() in ("1", "true", "yes", "on")
+
+
+def env_int(name: str, default: int) -> int:
+    raw = os.environ.get(name, "")
+    return int(raw) if raw.strip() else default
+
+
+def env_float(name: str, default: float) -> float:
+    raw = os.environ.get(name, "")
+    return float(raw) if raw.strip() else default
+
+
+DEBUG = env_bool("DEBUG", False)
+SECRET_KEY = os.environ.get("SECRET_KEY") or "marketstream-dev-only-insecure-key"
+ALLOWED_HOSTS = [
+    h.strip() for h in os.environ.get("ALLOWED_HOSTS", "127.0.0.1,localhost,[::1]").split(",") if h.strip()
+]
+
+INSTALLED_APPS = [
+    "django.contrib.staticfiles",
+    "channels",
+    "feeds",
+    "consumers",
+]
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.middleware.common.CommonMiddleware",
+]
+ROOT_URLCONF = "marketstream.urls"
+ASGI_APPLICATION = "marketstream.asgi.application"
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "marketstream" / "templates"],
+        "APP_DIRS": False,
+        "OPTIONS": {"context_processors": []},
+    }
+]
+DATABASES: dict[str, dict[str, str]] = {}
+STATIC_URL = "static/"
+USE_TZ = True
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
+}
+
+# -- marketstream -------------------------------------------------------------------
+
+REDIS_URL = os.environ.get("REDIS_URL", "").strip()
+MARKETSTREAM = {
+    # key prefix in Redis and channel-layer group prefix: hubs and feeds that share it see each other
+    "PREFIX": os.environ.get("MARKETSTREAM_PREFIX", "ms"),
+    "MAX_SUBSCRIPTIONS": env_int("MARKETSTREAM_MAX_SUBSCRIPTIONS", 1000),
+    "MAX_MESSAGE_BYTES": env_int("MARKETSTREAM_MAX_MESSAGE_BYTES", 65536),
+    "MAX_REQUESTS_PER_S": env_int("MARKETSTREAM_MAX_REQUESTS_PER_S", 50),
+    "MIN_THROTTLE_MS": env_int("MARKETSTREAM_MIN_THROTTLE_MS", 0),
+    "MAX_THROTTLE_MS": env_int("MARKETSTREAM_MAX_THROTTLE_MS", 60000),
+    # outbox bound: past this many pending ticks a connection's outbox conflates
+    "MAX_PENDING": env_int("MARKETSTREAM_MAX_PENDING", 1000),
+    # a client that stays behind (conflating, or one send blocked) this long is closed with 1013
+    "SLOW_CLIENT_TIMEOUT": env_float("MARKETSTREAM_SLOW_CLIENT_TIMEOUT", 5.0),
+    # extra wait before flushing outboxes, to put more ticks in one frame (0: next loop turn)
+    "FLUSH_MS": env_float("MARKETSTREAM_FLUSH_MS", 0.0),
+    # the simulated feed that runs inside the server on the embedded default
+    "EMBEDDED_FEED_RATE": env_float("MARKETSTREAM_EMBEDDED_FEED_RATE", 40.0),
+    # "hub" (ours) or "seed" (the seed tutorial's pattern, the benchmarks' baseline)
+    "CONSUMER": os.environ.get("MARKETSTREAM_CONSUMER", "hub"),
+}
+
+_layer = os.environ.get("MARKETSTREAM_LAYER", "pubsub")  # "pubsub", or "core" for the baseline
+_redis_host = {
+    "address": REDIS_URL,
+    # redis-py >= 8 defaults to a 5 s socket timeout, which breaks the layer's blocking reads
+    "socket_timeout": None,
+    "max_connections": env_int("MARKETSTREAM_REDIS_MAX_CONNECTIONS", 1000),
+}
+if not REDIS_URL:
+    CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels.layers.InMemoryChannelLayer",
+            "CONFIG": {"capacity": 100_000, "group_expiry": 10**9},
+        }
+    }
+elif _layer == "core":
+    CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "CONFIG": {"hosts": [_redis_host], "prefix": MARKETSTREAM["PREFIX"], "capacity": 10_000},
+        }
+    }
+else:
+    CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
+            "CONFIG": {"hosts": [_redis_host], "prefix": MARKETSTREAM["PREFIX"]},
+        }
+    }
