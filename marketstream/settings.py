@@ -57,6 +57,7 @@ TEMPLATES = [
 DATABASES: dict[str, dict[str, str]] = {}
 STATIC_URL = "static/"
 USE_TZ = True
+TIME_ZONE = "UTC"
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 LOGGING = {
