@@ -224,7 +224,7 @@ class StreamConsumer(AsyncWebsocketConsumer):
                 ticks = conn.outbox.accept_snapshot(snapshots[s] for s in fresh if s in snapshots)
                 if ticks:
                     if throttle:
-                        now = time.monotonic()
+                        now = hub.clock()
                         conn.sent_at.update((t.symbol, now) for t in ticks)
                     conn.outbox.add_control(conn.codec.ticks(ticks, "snapshot"))
         finally:

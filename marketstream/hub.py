@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from marketstream.connection import Connection
@@ -26,6 +26,8 @@ from marketstream.symbols import group_name
 from marketstream.tick import EncodedTick
 
 log = logging.getLogger(__name__)
+
+NEVER = float("-inf")  # the last delivery time of a symbol never delivered
 
 
 class Bucket:
@@ -64,12 +66,14 @@ class Hub:
         group_prefix: str,
         slow_client_timeout: float = 5.0,
         flush_delay: float = 0.0,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.layer = layer
         self.store = store
         self.group_prefix = group_prefix
         self.slow_client_timeout = slow_client_timeout
         self.flush_delay = flush_delay
+        self.clock = clock  # monotonic seconds; throttle intervals and slow-client timing
         self.channel = ""
         self.zero: dict[str, set[Connection]] = {}  # symbol -> throttle-0 subscribers
         self.buckets: dict[str, dict[int, Bucket]] = {}  # symbol -> throttle -> bucket
@@ -150,7 +154,7 @@ class Hub:
     def _flush(self) -> None:
         self._flush_scheduled = False
         dirty, self._dirty = self._dirty, []
-        now = time.monotonic()
+        now = self.clock()
         timeout = self.slow_client_timeout
         for conn in dirty:
             if conn.is_behind(now, timeout):
@@ -168,15 +172,20 @@ class Hub:
             conn.kill(1013)
 
     def _fire(self, interval: Interval) -> None:
-        """End of an interval: deliver each dirty bucket's tick to its due subscribers."""
-        now = time.monotonic()
+        """End of an interval: deliver each dirty bucket's tick to its due subscribers.
+
+        A subscriber is due when `interval.seconds` have passed since its last delivery
+        of the symbol (snapshot included); one that is not yet due waits in the bucket
+        and gets the bucket's latest tick at the first interval end where it is.
+        """
+        now = self.clock()
         seconds = interval.seconds
         dirty_conns = self._dirty
         if interval.waiting:
             for bucket in list(interval.waiting):
                 tick = bucket.last
                 for conn in list(bucket.waiting):
-                    if now - conn.sent_at.get(bucket.symbol, 0.0) >= seconds:
+                    if now - conn.sent_at.get(bucket.symbol, NEVER) >= seconds:
                         bucket.waiting.discard(conn)
                         if tick is not None and conn.outbox.put_latest(tick):
                             conn.sent_at[bucket.symbol] = now
@@ -195,7 +204,7 @@ class Hub:
                 bucket.last = tick
                 symbol = tick.symbol
                 for conn in bucket.subscribers:
-                    if now - conn.sent_at.get(symbol, 0.0) < seconds:
+                    if now - conn.sent_at.get(symbol, NEVER) < seconds:
                         bucket.waiting.add(conn)
                         interval.waiting.add(bucket)
                     elif conn.outbox.put_latest(tick):

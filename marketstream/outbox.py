@@ -75,21 +75,36 @@ class Outbox:
         self.controls.append(frame)
 
     def accept_snapshot(self, ticks: Iterable[EncodedTick]) -> list[EncodedTick]:
-        """Register snapshot ticks; return those to send (newer than anything sent).
+        """Merge snapshot ticks with the pending ones; return the snapshot to send.
 
-        Pending live ticks of the same symbols that are not newer than the snapshot
-        are removed, so seq keeps increasing across the snapshot frame.
+        For each symbol the newest of its stored snapshot and its pending live ticks
+        becomes its snapshot entry, and its pending ticks are removed; a stored snapshot
+        not newer than what the connection already has is left out. So seq keeps
+        increasing across the snapshot frame and the ticks that follow it.
         """
-        accepted = [t for t in ticks if t.seq > self.last_seq.get(t.symbol, 0)]
-        if not accepted:
-            return accepted
-        seqs = {t.symbol: t.seq for t in accepted}
-        self.ticks = [t for t in self.ticks if t.seq > seqs.get(t.symbol, 0)]
-        for symbol, seq in seqs.items():
-            pending = self.latest.get(symbol)
-            if pending is not None and pending.seq <= seq:
-                del self.latest[symbol]
-            self.last_seq[symbol] = max(seq, self.last_seq.get(symbol, 0))
+        snap = {t.symbol: t for t in ticks}
+        pending: set[str] = set()
+        if self.ticks:
+            keep = []
+            for tick in self.ticks:
+                if tick.symbol in snap:
+                    pending.add(tick.symbol)
+                    if tick.seq > snap[tick.symbol].seq:
+                        snap[tick.symbol] = tick
+                else:
+                    keep.append(tick)
+            self.ticks = keep
+        for symbol in [s for s in self.latest if s in snap]:
+            tick = self.latest.pop(symbol)
+            pending.add(symbol)
+            if tick.seq > snap[symbol].seq:
+                snap[symbol] = tick
+        accepted = []
+        for symbol, tick in snap.items():
+            last = self.last_seq.get(symbol, 0)
+            if tick.seq > last or (symbol in pending and tick.seq == last):
+                accepted.append(tick)
+                self.last_seq[symbol] = tick.seq
         return accepted
 
     def discard(self, symbols: Iterable[str]) -> None:
