@@ -75,7 +75,12 @@ class StreamConsumer(AsyncWebsocketConsumer):
             "max_throttle_ms": runtime.config("MAX_THROTTLE_MS"),
         }
         self.rate = RateLimiter(self.limits["max_requests_per_s"])
-        self.hub = await runtime.get_hub()
+        try:
+            self.hub = await asyncio.wait_for(runtime.get_hub(), 5.0)
+        except Exception as exc:
+            log.error("refusing a connection: the hub cannot reach its channel layer: %s", exc)
+            await self._deny(503, "the hub cannot reach its channel layer; try again later")
+            return
         self.store = self.hub.store
         session = uuid.uuid4().hex[:16]
         self.conn = Connection(CODEC[codec_name], self._send_frame, runtime.config("MAX_PENDING"), session, self._kill)
@@ -208,7 +213,11 @@ class StreamConsumer(AsyncWebsocketConsumer):
         fresh = [s for s in accepted if s not in conn.subscriptions]
         conn.held += 1  # ticks wait behind the ack and the snapshot
         try:
-            await hub.join(hub.add(conn, accepted, throttle))
+            try:
+                await hub.join(hub.add(conn, accepted, throttle))
+            except Exception:
+                hub.remove(conn, fresh)  # not received by this process: do not keep them
+                raise
             conn.reply(
                 {
                     "type": "ack",

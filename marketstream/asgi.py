@@ -6,6 +6,7 @@ when there is no REDIS_URL.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 from typing import Any
@@ -33,11 +34,14 @@ async def lifespan(scope: dict[str, Any], receive: Any, send: Any) -> None:
                 if runtime.embedded():
                     feed = runtime.EmbeddedFeed()
                     await feed.start()
-                await runtime.get_hub()
             except Exception as exc:
                 log.exception("startup failed")
                 await send({"type": "lifespan.startup.failed", "message": str(exc)})
                 return
+            try:
+                await asyncio.wait_for(runtime.get_hub(), 5.0)
+            except Exception as exc:  # serve anyway: /healthz says 503 and the hub retries per connection
+                log.error("the hub cannot reach its channel layer yet: %s", exc)
             await send({"type": "lifespan.startup.complete"})
         elif message["type"] == "lifespan.shutdown":
             if feed is not None:
