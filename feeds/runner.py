@@ -22,9 +22,12 @@ async def run_feed(
     stop: asyncio.Event,
     duration: float | None = None,
     max_ticks: int | None = None,
+    opening: bool = True,
 ) -> int:
     """Publish `rate` ticks per second (over all symbols) until `stop` is set, `duration`
-    seconds pass or `max_ticks` are sent. Returns the number of ticks published.
+    seconds pass or `max_ticks` are sent. Returns the number of ticks published after
+    the opening: with `opening`, one tick per symbol first, so every symbol has a
+    snapshot from the start.
 
     Falling behind by more than a second's worth of ticks is reported in the log, with
     the rate actually reached; the feed then catches up without bursting past a second.
@@ -32,6 +35,8 @@ async def run_feed(
     if rate <= 0:
         raise ValueError(f"rate must be > 0 ticks/s, got {rate}")
     await publisher.prepare([i.symbol for i in feed.instruments])
+    if opening:
+        await publisher.publish(feed.opening())
     step = max(STEP, min(1.0, 1.0 / rate))
     start = time.monotonic()
     sent = 0

@@ -30,8 +30,16 @@ class SimulatedFeed:
         return max(0, -math.floor(math.log10(increment) + 1e-9))
 
     def next(self) -> Quote:
+        """A quote for a randomly chosen instrument, one step on from its last."""
+        return self.quote(self.random.randrange(len(self.instruments)))
+
+    def opening(self) -> list[Quote]:
+        """One quote for every instrument, so each has a snapshot from the start."""
+        return [self.quote(k) for k in range(len(self.instruments))]
+
+    def quote(self, k: int) -> Quote:
+        """One step of instrument `k`'s walk."""
         rnd = self.random
-        k = rnd.randrange(len(self.instruments))
         inst = self.instruments[k]
         # one step of about a thousandth of a trading day's volatility
         sigma = inst.volatility * math.sqrt(1 / 1000)

@@ -104,8 +104,9 @@ class EmbeddedFeed:
         feed = SimulatedFeed(DEFAULT_UNIVERSE, seed=seed)
         publisher = Publisher(get_channel_layer(), get_store(), GROUP_PREFIX)
         await publisher.prepare([i.symbol for i in feed.instruments])
+        await publisher.publish(feed.opening())  # every symbol has a snapshot before the first client
         rate = float(config("EMBEDDED_FEED_RATE"))
-        self.task = asyncio.get_running_loop().create_task(run_feed(feed, publisher, rate, self.stop))
+        self.task = asyncio.get_running_loop().create_task(run_feed(feed, publisher, rate, self.stop, opening=False))
         log.info("embedded feed: %d symbols at %.0f ticks/s (no REDIS_URL)", len(feed.instruments), rate)
 
     async def close(self) -> None:

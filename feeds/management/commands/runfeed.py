@@ -34,7 +34,10 @@ class Command(BaseCommand):
         parser.add_argument("--rate", type=float, default=100.0, help="ticks per second over all symbols")
         parser.add_argument("--seed", type=int, help="random seed, for a reproducible walk")
         parser.add_argument("--duration", type=float, help="stop after this many seconds")
-        parser.add_argument("--ticks", type=int, help="stop after this many ticks")
+        parser.add_argument("--ticks", type=int, help="stop after this many ticks (not counting the opening)")
+        parser.add_argument(
+            "--no-opening", action="store_true", help="do not start with one tick per symbol (the opening quotes)"
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         if runtime.embedded():
@@ -71,4 +74,6 @@ class Command(BaseCommand):
         log.info("runfeed: %d symbols at %.0f ticks/s", len(feed.instruments), options["rate"])
         self.stdout.write(f"runfeed: {len(feed.instruments)} symbols at {options['rate']:.0f} ticks/s", ending="\n")
         self.stdout.flush()
-        return await run_feed(feed, publisher, options["rate"], stop, options["duration"], options["ticks"])
+        return await run_feed(
+            feed, publisher, options["rate"], stop, options["duration"], options["ticks"], not options["no_opening"]
+        )
