@@ -116,7 +116,12 @@ class Connection:
                     frame = codec.ticks(ticks)
                     self.ticks_sent += len(ticks)
                 self.busy_since = time.monotonic()
-                await send(frame)
+                try:
+                    await send(frame)
+                except Exception as exc:  # the peer went away: the disconnect event cleans up
+                    log.debug("writer %s: send failed: %r", self.session, exc)
+                    self.closed = True
+                    return
                 self.busy_since = None
                 self.frames += 1
             if not outbox:
