@@ -64,10 +64,15 @@ def parse(value: Any, max_symbols: int) -> Request:
     return Request(op, request_id, symbols, throttle, snapshot)
 
 
+THROTTLE_STEP_MS = 10
+
+
 def effective_throttle(requested: int | None, minimum: int, maximum: int) -> int:
-    """Clamp a requested throttle to the hub's limits (None means every tick)."""
+    """Clamp a requested throttle to the hub's limits (None means every tick), rounded
+    up to a multiple of 10 ms: each distinct value costs the hub a timer."""
     value = 0 if requested is None else requested
-    return max(minimum, min(maximum, max(0, value)))
+    value = max(minimum, min(maximum, max(0, value)))
+    return -(-value // THROTTLE_STEP_MS) * THROTTLE_STEP_MS
 
 
 class RateLimiter:

@@ -50,9 +50,16 @@ def test_good_requests() -> None:
     assert parse({"op": "unsubscribe", "symbols": []}, 10).symbols == []
 
 
-@pytest.mark.parametrize(("requested", "expected"), [(None, 50), (0, 50), (-5, 50), (100, 100), (10**9, 1000)])
-def test_throttle_is_clamped(requested: int | None, expected: int) -> None:
+@pytest.mark.parametrize(
+    ("requested", "expected"), [(None, 50), (0, 50), (-5, 50), (100, 100), (101, 110), (253, 260), (10**9, 1000)]
+)
+def test_throttle_is_clamped_and_rounded_up_to_10_ms(requested: int | None, expected: int) -> None:
     assert effective_throttle(requested, 50, 1000) == expected
+
+
+def test_throttle_zero_stays_zero() -> None:
+    assert effective_throttle(0, 0, 1000) == 0
+    assert effective_throttle(None, 0, 1000) == 0
 
 
 def test_rate_limiter_refuses_past_the_rate_then_recovers() -> None:
