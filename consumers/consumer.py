@@ -113,10 +113,11 @@ class StreamConsumer(AsyncWebsocketConsumer):
             await self.close()
 
     async def _send_frame(self, frame: bytes) -> None:
+        # straight to the server's send: this runs once per frame
         if self.conn.codec.binary:
-            await self.send(bytes_data=frame)
+            await self.base_send({"type": "websocket.send", "bytes": frame})
         else:
-            await self.send(text_data=frame.decode())
+            await self.base_send({"type": "websocket.send", "text": frame.decode()})
 
     def _kill(self, code: int) -> None:
         """Close from outside the writer (slow client): a close frame if the socket takes
