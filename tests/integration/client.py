@@ -31,6 +31,7 @@ class Frame:
     at: float  # time.monotonic() when the client received it
     binary: bool
     message: dict[str, Any]
+    wall: int = 0  # time.time_ns() when the client received it (to compare with a tick's ts)
 
     @property
     def type(self) -> str:
@@ -45,6 +46,12 @@ class Delivery:
     at: float
     kind: str  # "snapshot" or "ticks"
     tick: dict[str, Any]
+    wall: int = 0
+
+    @property
+    def age(self) -> float:
+        """Seconds from the tick's ingest (ts) to its receipt by the client."""
+        return (self.wall - int(self.tick["ts"])) / 1e9
 
     @property
     def symbol(self) -> str:
@@ -84,8 +91,8 @@ class StreamClient:
     async def _read(self) -> None:
         try:
             async for data in self.ws:
-                at = time.monotonic()
-                self.frames.append(Frame(len(self.frames), at, isinstance(data, bytes), decode(data)))
+                at, wall = time.monotonic(), time.time_ns()
+                self.frames.append(Frame(len(self.frames), at, isinstance(data, bytes), decode(data), wall))
                 self._notify()
         except ConnectionClosed:
             pass
@@ -160,7 +167,7 @@ class StreamClient:
             if frame.type in ("snapshot", "ticks"):
                 for tick in frame.message["ticks"]:
                     if symbol is None or tick["symbol"] == symbol:
-                        out.append(Delivery(frame.index, frame.at, frame.type, tick))
+                        out.append(Delivery(frame.index, frame.at, frame.type, tick, frame.wall))
         return out
 
     def of_type(self, kind: str) -> list[Frame]:
