@@ -1,0 +1,140 @@
+"""HTTP beside the stream, the embedded default, and a hub whose Redis goes away and comes back."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import signal
+
+import pytest
+
+from tests.integration.client import assert_seq_increasing, stream
+from tests.integration.procs import REDIS_URL, Processes, catalog, free_port, http_get, http_json, wait_healthy
+
+
+async def test_http_catalog_health_metrics_landing(procs: Processes, prefix: str) -> None:
+    symbols = ["AAPL", "EUR/USD"]
+    hub = procs.hub(prefix, REDIS_URL)
+    feed = procs.feed(prefix, symbols, 100, "--ticks", "50", "--seed", "1", wait=False)
+    assert await asyncio.to_thread(feed.wait, 30) == 0, feed.log()
+
+    status, body = http_json(hub.port, "/api/v1/symbols")
+    assert status == 200
+    entries = {e["symbol"]: e["last"] for e in body["symbols"]}
+    assert set(entries) == set(symbols)
+    for symbol in symbols:
+        last = entries[symbol]
+        assert last["symbol"] == symbol and last["seq"] >= 1
+        assert {"ts", "price", "size", "bid", "ask"} <= last.keys() and last["bid"] < last["ask"]
+    # the catalog's last tick is what a subscriber gets as its snapshot
+    async with stream(hub.ws_url, "json") as client:
+        ack = await client.subscribe(symbols)
+        snapshot = await client.wait_for(lambda f: f.type == "snapshot", start=ack.index)
+        assert {t["symbol"]: t for t in snapshot.message["ticks"]} == entries
+
+        status, body = http_json(hub.port, "/healthz")
+        assert status == 200 and body["status"] == "ok"
+
+        status, content_type, text = http_get(hub.port, "/metrics")
+        assert status == 200 and content_type.startswith("text/plain")
+        assert re.search(r"^marketstream_connections 1(\.0)?$", text, re.MULTILINE), text
+        assert "marketstream_ticks_received" in text
+
+    status, content_type, html = http_get(hub.port, "/")
+    assert status == 200 and content_type.startswith("text/html")
+    assert "marketstream" in html and "/ws/v1/stream" in html
+
+
+@pytest.mark.parametrize("encoding", ["msgpack", "json"])
+async def test_embedded_mode_serves_ticks_alone(procs: Processes, encoding: str) -> None:
+    """No REDIS_URL: in-memory layer and the demo feed inside the server (what `make run` starts)."""
+    hub = procs.hub(None, redis_url=None, env={"MARKETSTREAM_EMBEDDED_FEED_RATE": "200"})
+    names = set(catalog(hub.port))
+    assert {"AAPL", "MSFT", "EUR/USD", "BTC/USD"} <= names
+    status, body = http_json(hub.port, "/healthz")
+    assert status == 200, body
+    async with stream(hub.ws_url, encoding) as client:
+        ack = await client.subscribe(["aapl", "eur/usd", "btc/usd"])
+        assert ack.message["symbols"] == ["AAPL", "EUR/USD", "BTC/USD"]
+        for symbol in ("AAPL", "EUR/USD", "BTC/USD"):
+            await client.wait_ticks(symbol, 3)
+        assert client.of_type("snapshot"), "no snapshot on the embedded default"
+        assert_seq_increasing(client.deliveries())
+
+
+async def redis_outage_setup(procs: Processes, prefix: str) -> tuple[int, str]:
+    port = free_port()
+    procs.redis_server(port)
+    return port, f"redis://127.0.0.1:{port}/0"
+
+
+async def test_redis_going_away_and_coming_back(procs: Processes, prefix: str) -> None:
+    port, url = await redis_outage_setup(procs, prefix)
+    redis_proc = procs.procs[-1]
+    hub = procs.hub(prefix, url)
+    procs.feed(prefix, ["AAPL", "MSFT"], 100, "--seed", "1", redis_url=url)
+    async with stream(hub.ws_url, "msgpack") as client:
+        await client.subscribe(["AAPL", "MSFT"])
+        await client.wait_ticks("AAPL", 5)
+
+        redis_proc.kill()
+        await asyncio.to_thread(wait_healthy, hub, 30, 503)
+        status, body = http_json(hub.port, "/healthz")
+        assert status == 503 and body["status"] != "ok", body
+        # the hub stays up, and open connections still answer
+        assert hub.alive()
+        pong = await client.ping()
+        assert pong.message["type"] == "pong"
+        listed = await client.request("list")
+        assert [s["symbol"] for s in listed.message["subscriptions"]] == ["AAPL", "MSFT"]
+
+        procs.redis_server(port)
+        await asyncio.to_thread(wait_healthy, hub, 30, 200)
+        assert hub.alive()
+        pong = await client.ping()
+        assert pong.message["type"] == "pong"
+        assert_seq_increasing(client.deliveries())
+
+
+async def test_live_ticks_resume_after_redis_returns(procs: Processes, prefix: str) -> None:
+    port, url = await redis_outage_setup(procs, prefix)
+    redis_proc = procs.procs[-1]
+    hub = procs.hub(prefix, url)
+    feed = procs.feed(prefix, ["AAPL", "MSFT"], 100, "--seed", "1", redis_url=url)
+    async with stream(hub.ws_url, "json") as client:
+        await client.subscribe(["AAPL", "MSFT"])
+        await client.wait_ticks("AAPL", 5)
+        redis_proc.signal(signal.SIGKILL)
+        await asyncio.to_thread(redis_proc.wait, 10)
+        await asyncio.to_thread(wait_healthy, hub, 30, 503)
+        procs.redis_server(port)
+        await asyncio.to_thread(wait_healthy, hub, 30, 200)
+        assert feed.alive(), f"the feed died with Redis:\n{feed.log()}"
+        mark = len(client.frames)
+        # the same connection gets live ticks again, seq still going up
+        await client.wait_ticks("AAPL", 5, start=mark, within=20)
+        await client.wait_ticks("MSFT", 5, start=mark, within=5)
+        assert_seq_increasing(client.deliveries())
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="hub bug: the catalog (PREFIX:catalog) is written only once, by Publisher.prepare at feed start "
+    "(feeds/runner.py); after Redis loses its data a running feed never registers its symbols again, so new "
+    "subscribes get unknown_symbol and /api/v1/symbols is empty although ticks flow",
+)
+async def test_catalog_comes_back_after_redis_restart(procs: Processes, prefix: str) -> None:
+    port, url = await redis_outage_setup(procs, prefix)
+    redis_proc = procs.procs[-1]
+    hub = procs.hub(prefix, url)
+    procs.feed(prefix, ["AAPL", "MSFT"], 100, "--seed", "1", redis_url=url)
+    redis_proc.kill()
+    await asyncio.to_thread(wait_healthy, hub, 30, 503)
+    procs.redis_server(port)
+    await asyncio.to_thread(wait_healthy, hub, 30, 200)
+    await asyncio.sleep(3.0)  # the feed has published for a while on the new Redis
+    async with stream(hub.ws_url, "msgpack") as client:
+        ack = await client.subscribe(["AAPL", "MSFT"])
+        assert ack.message["symbols"] == ["AAPL", "MSFT"], ack.message
+        await client.wait_ticks("AAPL", 3)
+    assert set(catalog(hub.port)) == {"AAPL", "MSFT"}
