@@ -8,17 +8,27 @@ connection's outbox, and the connection's writer sends them.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import socket
 import time
 import uuid
-from typing import Any
+from typing import Any, cast
 from urllib.parse import parse_qs
 
 from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncWebsocketConsumer
 
 from consumers import closes
-from consumers.requests import RateLimiter, Request, RequestError, effective_throttle, parse
+from consumers.requests import (
+    MAX_SYMBOLS_PER_REQUEST,
+    RateLimiter,
+    Request,
+    RequestError,
+    effective_throttle,
+    parse,
+    request_id,
+)
 from marketstream import runtime
 from marketstream.codec import CODEC, CODECS, SUBPROTOCOLS, BadFrame, CodecName, decode_request
 from marketstream.connection import Connection
@@ -29,6 +39,7 @@ from marketstream.tick import now_ns
 log = logging.getLogger(__name__)
 
 PROTOCOL_VERSION = 1
+CLOSE_GRACE = 1.0  # seconds for a slow client's close frame to be written, then to be answered
 
 
 def negotiate(scope: dict[str, Any]) -> tuple[CodecName, str | None]:
@@ -62,6 +73,7 @@ class StreamConsumer(AsyncWebsocketConsumer):
         await handler(message)
 
     async def websocket_connect(self, message: dict[str, Any]) -> None:
+        self._gone = asyncio.Event()  # set when the server reports the disconnect
         try:
             codec_name, subprotocol = negotiate(self.scope)
         except ValueError as exc:
@@ -85,6 +97,7 @@ class StreamConsumer(AsyncWebsocketConsumer):
         session = uuid.uuid4().hex[:16]
         self.conn = Connection(CODEC[codec_name], self._send_frame, runtime.config("MAX_PENDING"), session, self._kill)
         await self.accept(subprotocol)
+        self._limit_send_buffer()
         self.hub.attach(self.conn)
         self.conn.reply(
             {
@@ -101,14 +114,9 @@ class StreamConsumer(AsyncWebsocketConsumer):
     async def _deny(self, status: int, text: str) -> None:
         """Refuse the handshake with an HTTP status and a reason people can read."""
         if "websocket.http.response" in self.scope.get("extensions", {}):
-            await self.send(
-                {
-                    "type": "websocket.http.response.start",
-                    "status": status,
-                    "headers": [(b"content-type", b"text/plain; charset=utf-8")],
-                }
-            )
-            await self.send({"type": "websocket.http.response.body", "body": text.encode()})
+            headers = [(b"content-type", b"text/plain; charset=utf-8")]
+            await self.base_send({"type": "websocket.http.response.start", "status": status, "headers": headers})
+            await self.base_send({"type": "websocket.http.response.body", "body": text.encode()})
         else:
             await self.close()
 
@@ -119,19 +127,43 @@ class StreamConsumer(AsyncWebsocketConsumer):
         else:
             await self.base_send({"type": "websocket.send", "text": frame.decode()})
 
+    def _transport(self) -> asyncio.Transport | None:
+        """The TCP transport under uvicorn's send, where the server exposes it (uvicorn does;
+        uvloop's transports are not asyncio.Transport subclasses, hence the duck typing)."""
+        transport = getattr(getattr(self.base_send, "__self__", None), "transport", None)
+        if transport is None or not hasattr(transport, "abort") or not hasattr(transport, "get_extra_info"):
+            return None
+        return cast(asyncio.Transport, transport)
+
+    def _limit_send_buffer(self) -> None:
+        """Cap the kernel's send buffer so that a client that stops reading is noticed in
+        seconds (Linux lets it grow to 4 MiB) and holds little memory."""
+        size = runtime.config("SOCKET_SEND_BUFFER")
+        transport = self._transport()
+        sock = transport.get_extra_info("socket") if transport is not None and size > 0 else None
+        if sock is not None:
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, size)
+            except OSError as exc:
+                log.debug("cannot set SO_SNDBUF: %s", exc)
+
     def _kill(self, code: int) -> None:
-        """Close from outside the writer (slow client): a close frame if the socket takes
-        it within a second, else drop the TCP connection."""
-        asyncio.get_running_loop().create_task(self._close_or_abort(code))
+        """Close from outside the writer (slow client, code 1013): see `_close_or_abort`."""
+        if code == closes.TRY_AGAIN_LATER:
+            self.hub.slow_closes += 1
+        self._closer = asyncio.get_running_loop().create_task(self._close_or_abort(code))
 
     async def _close_or_abort(self, code: int) -> None:
+        """Send a close frame, and drop the TCP connection if the closing handshake is not
+        over within CLOSE_GRACE seconds: a client that does not read never answers it,
+        and its socket would otherwise linger with full buffers."""
         await self.conn.stop()
-        try:
-            await asyncio.wait_for(self.close(code), 1.0)
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self.close(code), CLOSE_GRACE)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._gone.wait(), CLOSE_GRACE)
             return
-        except (TimeoutError, Exception):
-            pass
-        transport = getattr(getattr(self.base_send, "__self__", None), "transport", None)
+        transport = self._transport()
         if transport is not None:
             transport.abort()
 
@@ -143,17 +175,23 @@ class StreamConsumer(AsyncWebsocketConsumer):
         if size > self.limits["max_message_bytes"]:
             await self._close(closes.TOO_BIG)
             return
+        value: Any = None
+        error: str | None = None
+        try:
+            value = decode_request(text, data)
+        except BadFrame as exc:
+            error = f"frame does not decode: {exc}"
         if not self.rate.allow(time.monotonic()):
             if self.rate.exhausted:
                 await self._close(closes.POLICY_VIOLATION)
                 return
-            self._error(None, "rate_limited", f"more than {self.rate.rate} requests per second")
+            self._error(request_id(value), "rate_limited", f"more than {self.rate.rate} requests per second")
+            return
+        if error is not None:
+            self._error(None, "bad_request", error)
             return
         try:
-            request = parse(decode_request(text, data), self.limits["max_subscriptions"])
-        except BadFrame as exc:
-            self._error(None, "bad_request", f"frame does not decode: {exc}")
-            return
+            request = parse(value, MAX_SYMBOLS_PER_REQUEST)
         except RequestError as exc:
             self._error(exc.request_id, exc.code, exc.message)
             return
@@ -256,6 +294,7 @@ class StreamConsumer(AsyncWebsocketConsumer):
         conn.reply({"type": "ack", "id": request.id, "op": "unsubscribe", "symbols": symbols, "rejected": rejected})
 
     async def websocket_disconnect(self, message: dict[str, Any]) -> None:
+        self._gone.set()
         conn = getattr(self, "conn", None)
         if conn is not None:
             self.hub.detach(conn)

@@ -9,6 +9,9 @@ from dataclasses import dataclass
 from typing import Any
 
 OPS = ("subscribe", "unsubscribe", "list", "ping")
+# Symbols one request may name. Over max_subscriptions is fine: those past the limit are
+# rejected one by one with limit_exceeded; this bound only keeps one request's work small.
+MAX_SYMBOLS_PER_REQUEST = 10_000
 
 
 class RequestError(Exception):
@@ -32,7 +35,15 @@ def _type_name(value: object) -> str:
     return "null" if value is None else type(value).__name__
 
 
-def parse(value: Any, max_symbols: int) -> Request:
+def request_id(value: Any) -> int | str | None:
+    """The request's `id` if it has a valid one (for replies to requests refused early)."""
+    rid = value.get("id") if isinstance(value, dict) else None
+    if isinstance(rid, bool) or not isinstance(rid, (int, str)) or (isinstance(rid, str) and len(rid) > 128):
+        return None
+    return rid
+
+
+def parse(value: Any, max_symbols: int = MAX_SYMBOLS_PER_REQUEST) -> Request:
     """Validate a decoded frame as a request (PROTOCOL.md, client to server)."""
     if not isinstance(value, dict):
         raise RequestError("bad_request", f"expected a map with 'op', got {_type_name(value)}")

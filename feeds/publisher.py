@@ -61,6 +61,7 @@ class Publisher:
             if isinstance(self.store, MemoryStore):
                 self.store.save(ticks)
             elif isinstance(self.store, RedisStore):
+                await self.store.register({t.symbol for t in ticks})
                 await self.store.redis.hset(self.store.snapshot_key, mapping={t.symbol: t.msgpack for t in ticks})
             for tick in ticks:
                 await self.layer.group_send(group_name(self.group_prefix, tick.symbol), tick.to_message())
@@ -72,6 +73,8 @@ class Publisher:
     ) -> None:
         loop_layer = layer._get_layer()
         async with store.redis.pipeline(transaction=True) as pipe:
+            # the catalog again with every batch: a Redis that lost its data gets it back
+            pipe.sadd(store.catalog_key, *{t.symbol for t in ticks})
             pipe.hset(store.snapshot_key, mapping={t.symbol: t.msgpack for t in ticks})
             for tick in ticks:
                 channel = loop_layer._get_group_channel_name(group_name(self.group_prefix, tick.symbol))

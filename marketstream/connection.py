@@ -19,6 +19,8 @@ log = logging.getLogger(__name__)
 
 Send = Callable[[bytes], Awaitable[None]]
 
+MAX_CONTROLS = 256  # unsent replies a connection may have before it counts as not reading
+
 
 class Connection:
     """One client's state. `subscriptions` maps symbol -> effective throttle_ms."""
@@ -88,7 +90,17 @@ class Connection:
             self._wake.set()
 
     def reply(self, message: dict[str, object]) -> None:
-        """Queue a control message (encoded now, sent in order)."""
+        """Queue a control message (encoded now, sent in order).
+
+        A client that lets more than MAX_CONTROLS replies pile up is not reading: it is
+        closed with 1013 like any slow client.
+        """
+        if len(self.outbox.controls) >= MAX_CONTROLS:
+            if self.kill is not None and not self.closed:
+                log.warning("closing %s: %d replies unread (1013)", self.session, MAX_CONTROLS)
+                self.closed = True
+                self.kill(1013)
+            return
         self.outbox.add_control(self.codec.message(message))
         self.wake()
 

@@ -28,6 +28,7 @@ from marketstream.tick import EncodedTick
 log = logging.getLogger(__name__)
 
 NEVER = float("-inf")  # the last delivery time of a symbol never delivered
+TIMER_SLACK = 0.001  # seconds added to each throttle interval's sleep
 
 
 class Bucket:
@@ -86,7 +87,7 @@ class Hub:
         self.connections: set[Connection] = set()
         self.ticks_received = 0
         self.layer_errors = 0
-        self.slow_closes = 0
+        self.slow_closes = 0  # counted by whoever closes the connection (conn.kill)
 
     # -- lifecycle ------------------------------------------------------------------
 
@@ -165,7 +166,6 @@ class Hub:
     def _slow(self, conn: Connection) -> None:
         if conn.closed:
             return
-        self.slow_closes += 1
         conn.closed = True
         log.warning("hub: closing slow client %s (1013)", conn.session)
         if conn.kill is not None:
@@ -181,19 +181,6 @@ class Hub:
         now = self.clock()
         seconds = interval.seconds
         dirty_conns = self._dirty
-        if interval.waiting:
-            for bucket in list(interval.waiting):
-                tick = bucket.last
-                for conn in list(bucket.waiting):
-                    if now - conn.sent_at.get(bucket.symbol, NEVER) >= seconds:
-                        bucket.waiting.discard(conn)
-                        if tick is not None and conn.outbox.put_latest(tick):
-                            conn.sent_at[bucket.symbol] = now
-                            if not conn.dirty:
-                                conn.dirty = True
-                                dirty_conns.append(conn)
-                if not bucket.waiting:
-                    interval.waiting.discard(bucket)
         if interval.dirty:
             buckets, interval.dirty = interval.dirty, set()
             for bucket in buckets:
@@ -203,21 +190,41 @@ class Hub:
                 bucket.pending = None
                 bucket.last = tick
                 symbol = tick.symbol
+                waiting = bucket.waiting
                 for conn in bucket.subscribers:
                     if now - conn.sent_at.get(symbol, NEVER) < seconds:
-                        bucket.waiting.add(conn)
+                        waiting.add(conn)
                         interval.waiting.add(bucket)
-                    elif conn.outbox.put_latest(tick):
+                        continue
+                    if waiting:
+                        waiting.discard(conn)
+                    if conn.outbox.put_latest(tick):
                         conn.sent_at[symbol] = now
                         if not conn.dirty:
                             conn.dirty = True
                             dirty_conns.append(conn)
+        if interval.waiting:
+            for bucket in list(interval.waiting):
+                tick = bucket.last
+                symbol = bucket.symbol
+                for conn in list(bucket.waiting):
+                    if now - conn.sent_at.get(symbol, NEVER) >= seconds:
+                        bucket.waiting.discard(conn)
+                        if tick is not None and conn.outbox.put_latest(tick):
+                            conn.sent_at[symbol] = now
+                            if not conn.dirty:
+                                conn.dirty = True
+                                dirty_conns.append(conn)
+                if not bucket.waiting:
+                    interval.waiting.discard(bucket)
         if dirty_conns and not self._flush_scheduled:
             self._schedule_flush()
 
     async def _run_interval(self, interval: Interval) -> None:
+        # Each sleep starts when the previous fire ended, plus a little slack: an interval
+        # end is never early for a subscriber served at the previous one.
         while interval.buckets:
-            await asyncio.sleep(interval.seconds)
+            await asyncio.sleep(interval.seconds + TIMER_SLACK)
             try:
                 self._fire(interval)
             except Exception:

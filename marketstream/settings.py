@@ -83,6 +83,8 @@ MARKETSTREAM = {
     "MAX_PENDING": env_int("MARKETSTREAM_MAX_PENDING", 1000),
     # a client that stays behind (conflating, or one send blocked) this long is closed with 1013
     "SLOW_CLIENT_TIMEOUT": env_float("MARKETSTREAM_SLOW_CLIENT_TIMEOUT", 5.0),
+    # kernel send buffer per WebSocket connection, bytes (0: the OS default, which grows to MiBs)
+    "SOCKET_SEND_BUFFER": env_int("MARKETSTREAM_SOCKET_SEND_BUFFER", 262144),
     # extra wait before flushing outboxes, to put more ticks in one frame (0: next loop turn)
     "FLUSH_MS": env_float("MARKETSTREAM_FLUSH_MS", 0.0),
     # the simulated feed that runs inside the server on the embedded default

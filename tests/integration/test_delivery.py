@@ -154,12 +154,6 @@ async def test_throttle_conflates_and_ends_on_the_latest(shared: Shared) -> None
                 assert mine[-1].tick == last[symbol], f"{client.encoding} {symbol}: last tick is not the latest"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="hub bug: marketstream/hub.py Hub._fire serves waiting subscribers bucket.last (the previous interval's "
-    "tick) and then re-queues them for the newer pending tick, so a throttled subscription started with a snapshot "
-    "is always delivered a tick about one interval old instead of the newest one",
-)
 async def test_throttled_delivery_carries_the_newest_tick(shared: Shared) -> None:
     """At the end of each interval the newest tick is delivered (latest value wins), not an older one.
 

@@ -117,12 +117,6 @@ async def test_live_ticks_resume_after_redis_returns(procs: Processes, prefix: s
         assert_seq_increasing(client.deliveries())
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="hub bug: the catalog (PREFIX:catalog) is written only once, by Publisher.prepare at feed start "
-    "(feeds/runner.py); after Redis loses its data a running feed never registers its symbols again, so new "
-    "subscribes get unknown_symbol and /api/v1/symbols is empty although ticks flow",
-)
 async def test_catalog_comes_back_after_redis_restart(procs: Processes, prefix: str) -> None:
     port, url = await redis_outage_setup(procs, prefix)
     redis_proc = procs.procs[-1]

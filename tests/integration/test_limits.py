@@ -68,11 +68,6 @@ async def test_limit_exceeded(limited: HubProc, encoding: str) -> None:
         assert not client.deliveries("EUR/USD")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="hub bug: consumers/requests.py parse() refuses a subscribe whose list is longer than max_subscriptions "
-    "with bad_request, instead of applying it to the symbols that fit and rejecting the rest with limit_exceeded",
-)
 async def test_limit_exceeded_within_one_long_request(limited: HubProc) -> None:
     async with stream(limited.ws_url, "msgpack") as client:
         reply = await client.request("subscribe", symbols=["AAPL", "MSFT", "NVDA", "TSLA", "EUR/USD"], snapshot=False)
@@ -128,11 +123,6 @@ async def test_request_flood_is_rate_limited_then_closed_1008(limited: HubProc, 
         assert min(e.index for e in errors) > min(p.index for p in pongs)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="hub bug: consumers/consumer.py websocket_receive sends rate_limited errors before decoding the request, "
-    "so they never carry the request's id (PROTOCOL.md: error has `id` when the request had one)",
-)
 async def test_rate_limited_error_echoes_the_id(limited: HubProc) -> None:
     async with stream(limited.ws_url, "json") as client:
         for i in range(30):

@@ -58,11 +58,6 @@ async def test_subprotocol_wins_over_query(shared: Shared) -> None:
         assert isinstance(welcome, str)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="hub bug: consumers/consumer.py StreamConsumer._deny calls AsyncWebsocketConsumer.send(dict) "
-    "(sends websocket.send, text=<dict>) instead of the raw ASGI send: uvicorn answers 500, not 400",
-)
 async def test_unknown_encoding_is_refused_with_400(shared: Shared) -> None:
     with pytest.raises(InvalidStatus) as info:
         async with connect(f"{shared.hub.ws_url}?encoding=xml", compression=None, open_timeout=15):

@@ -184,5 +184,28 @@ async def test_slow_connection_is_killed_with_1013() -> None:
     hub.on_tick(t("AAPL", 1))
     hub._flush()
     assert killed == [1013]
-    assert hub.slow_closes == 1
+    assert a.closed
+    await hub.stop()
+
+
+async def test_a_waiting_subscriber_gets_the_newest_tick_not_the_previous_one() -> None:
+    hub, _, clock = await make_hub()
+    a, b = conn(), conn()
+    hub.add(a, ["AAPL"], T)
+    hub.add(b, ["AAPL"], T)
+    interval = hub.intervals[T]
+    a.sent_at["AAPL"] = clock.now  # a got its snapshot just now
+    hub.on_tick(t("AAPL", 1))
+    hub._fire(interval)
+    assert pending(a) == [] and pending(b) == [("AAPL", 1)]
+    clock.now += T / 1000
+    hub.on_tick(t("AAPL", 2))
+    hub._fire(interval)
+    assert pending(a) == [("AAPL", 2)], "the newest tick, not the previous interval's"
+    assert pending(b) == [("AAPL", 2)]
+    clock.now += T / 1000
+    hub.on_tick(t("AAPL", 3))
+    hub._fire(interval)
+    assert pending(a) == [("AAPL", 3)], "and it stays in step afterwards"
+    assert not hub.buckets["AAPL"][T].waiting
     await hub.stop()
