@@ -84,6 +84,7 @@ class Hub:
         self._dirty: list[Connection] = []
         self._flush_scheduled = False
         self._receiver: asyncio.Task[None] | None = None
+        self._leaving: set[asyncio.Task[None]] = set()
         self.connections: set[Connection] = set()
         self.ticks_received = 0
         self.layer_errors = 0
@@ -306,7 +307,9 @@ class Hub:
             conn.sent_at.pop(symbol, None)
             removed.append(symbol)
             if not self._routed(symbol):
-                asyncio.get_running_loop().create_task(self._leave(symbol))
+                task = asyncio.get_running_loop().create_task(self._leave(symbol))
+                self._leaving.add(task)  # keep a reference until it is done
+                task.add_done_callback(self._leaving.discard)
         return removed
 
     def _routed(self, symbol: str) -> bool:
