@@ -44,6 +44,12 @@ from loadtest.asyncws import (
 )
 from loadtest.streamcheck import StreamCheck, Totals
 
+SUBSCRIBE_ATTEMPTS = 3  # a subscribe answered by `internal_error` ("try again") is retried
+
+
+class RetryableError(RuntimeError):
+    """An `error` frame that PROTOCOL.md's wording invites to try again (internal_error)."""
+
 
 @dataclass(frozen=True)
 class ClientOptions:
@@ -54,7 +60,7 @@ class ClientOptions:
     throttle_ms: int = 0
     tolerance_ms: float = 20.0
     key: str = ""
-    connect_concurrency: int = 100
+    connect_concurrency: int = 25  # per process; the hub's Redis pool is small (see the report)
     timeout: float = 30.0  # per connection, for connect + welcome + ack
 
 
@@ -166,6 +172,9 @@ class StreamConnection(asyncio.Protocol):
                     self.ack.set_result(message)
             elif kind == "error":
                 totals.errors += 1
+                if message.get("id") == 1 and not self.ack.done():  # our subscribe failed
+                    error = RetryableError if message.get("code") == "internal_error" else RuntimeError
+                    self.ack.set_exception(error(f"error {message.get('code')}: {message.get('message')}"))
 
     def close_by_server(self) -> None:
         if not self.closing:
@@ -189,28 +198,43 @@ class ClientProcess:
         self.totals = Totals()
         self.connections: list[StreamConnection] = []
         self.failed = 0
+        self.retries = 0
         self.first_error = ""
 
     async def open(self, symbols: list[str], gate: asyncio.Semaphore) -> None:
         loop = asyncio.get_running_loop()
         opts = self.options
         async with gate:
+            phase = "connect"
             try:
                 async with asyncio.timeout(opts.timeout):
                     _, conn = await loop.create_connection(
                         lambda: StreamConnection(symbols, opts, self.totals), opts.host, opts.port
                     )
                     self.connections.append(conn)
+                    phase = "handshake" if not conn.upgraded else "welcome"
                     await conn.welcome
-                    conn.send_json({"op": "subscribe", "id": 1, "symbols": symbols, "throttle_ms": opts.throttle_ms})
-                    ack = await conn.ack
+                    phase = "ack"
+                    for attempt in range(1, SUBSCRIBE_ATTEMPTS + 1):
+                        conn.send_json(
+                            {"op": "subscribe", "id": 1, "symbols": symbols, "throttle_ms": opts.throttle_ms}
+                        )
+                        try:
+                            ack = await conn.ack
+                            break
+                        except RetryableError:
+                            if attempt == SUBSCRIBE_ATTEMPTS:
+                                raise
+                            self.retries += 1
+                            conn.ack = loop.create_future()
+                            await asyncio.sleep(0.1 * attempt)
                 conn.ready = not ack.get("rejected")
                 if not conn.ready:
                     raise RuntimeError(f"subscribe rejected: {ack.get('rejected')}")
             except Exception as exc:
                 self.failed += 1
                 if not self.first_error:
-                    self.first_error = f"{type(exc).__name__}: {exc}"
+                    self.first_error = f"waiting for {phase}: {type(exc).__name__}: {exc}"
 
     async def main(self) -> None:
         loop = asyncio.get_running_loop()
@@ -218,8 +242,14 @@ class ClientProcess:
         await asyncio.gather(*(self.open(spec, gate) for spec in self.specs))
         ready = [c for c in self.connections if c.ready]
         subscriptions = Counter(s for c in ready for s in c.symbols)
-        self.pipe.send(("ready", {"connected": len(ready), "failed": self.failed, "first_error": self.first_error,
-                                  "subscriptions": dict(subscriptions)}))  # fmt: skip
+        ready_report = {
+            "connected": len(ready),
+            "failed": self.failed,
+            "retries": self.retries,
+            "first_error": self.first_error,
+            "subscriptions": dict(subscriptions),
+        }
+        self.pipe.send(("ready", ready_report))
         started, cpu_started = time.monotonic(), time.process_time()
         while True:
             try:

@@ -175,11 +175,15 @@ def run_one(scenario: Scenario, variant: str, redis_url: str | None, args: argpa
         raw.connect_seconds = time.monotonic() - started
         raw.connected = sum(r["connected"] for r in ready)
         raw.connect_failed = sum(r["failed"] for r in ready)
+        raw.subscribe_retries = sum(r["retries"] for r in ready)
         raw.first_error = next((r["first_error"] for r in ready if r["first_error"]), "")
         for r in ready:
             for symbol, n in r["subscriptions"].items():
                 raw.subscriptions[symbol] = raw.subscriptions.get(symbol, 0) + n
-        say(f"{variant}: {raw.connected} connected in {raw.connect_seconds:.1f} s ({raw.connect_failed} failed)")
+        say(
+            f"{variant}: {raw.connected} connected in {raw.connect_seconds:.1f} s ({raw.connect_failed} failed, "
+            f"{raw.subscribe_retries} subscribe retries)"
+        )
         if raw.connected == 0:
             raise RuntimeError(f"no client could connect and subscribe: {raw.first_error}")
         raw.rss_connected = meter.rss_bytes() if meter else None
@@ -236,6 +240,8 @@ def start_profiler(
         return None
     argv = [binary, "record", "-o", args.profile, "--pid", str(meter.processes[0].pid)]
     argv += ["--duration", str(int(scenario.duration)), "--subprocesses", "--nonblocking"]
+    if not args.profile.endswith(".svg"):
+        argv += ["--format", "raw"]  # collapsed stacks, one line each: for scripts
     return subprocess.Popen(argv, stdout=open(logs / "py-spy.log", "wb"), stderr=subprocess.STDOUT)
 
 

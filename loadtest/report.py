@@ -36,6 +36,7 @@ class Raw:
     encoding: str
     connected: int = 0
     connect_failed: int = 0
+    subscribe_retries: int = 0
     first_error: str = ""
     connect_seconds: float = 0.0
     subscriptions: dict[str, int] = field(default_factory=dict)  # symbol -> connections subscribed
@@ -83,6 +84,7 @@ def summarize(scenario: Scenario, raw: Raw) -> dict[str, Any]:
         "scenario": asdict(scenario) | {"encoding": raw.encoding},
         "connections": raw.connected,
         "connect_failed": raw.connect_failed,
+        "subscribe_retries": raw.subscribe_retries,
         "connect_seconds": _round(raw.connect_seconds, 2),
         "first_error": raw.first_error or None,
         "window_s": _round(raw.window_s, 2),

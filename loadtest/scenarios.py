@@ -86,7 +86,11 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--plot", metavar="FILE.png", help="plot latency and delivered rate against load (matplotlib)")
     p.add_argument("--json-out", metavar="FILE", help="write the JSON result to FILE")
     p.add_argument("--max-seconds", type=float, help="hard limit for the whole invocation (default: from the runs)")
-    p.add_argument("--profile", metavar="FILE.svg", help="record the hub with py-spy during the window (ours only)")
+    p.add_argument(
+        "--profile",
+        metavar="FILE.svg",
+        help="record the hub with py-spy during the window (ours only); .svg: flame graph, else collapsed stacks",
+    )
     return p
 
 
