@@ -33,7 +33,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from loadtest import clients
-from loadtest.catalog import CatalogError, choose, fetch_catalog, healthy, http_base, is_loopback, last_seqs, stream_url
+from loadtest.catalog import choose, fetch_catalog, healthy, http_base, is_loopback, last_seqs, stream_url
 from loadtest.report import Raw, cpu_ratio, plot, summarize, table
 from loadtest.scenarios import Scenario, from_args, parser
 from loadtest.services import (
@@ -106,14 +106,6 @@ class ClientPool:
             pipe.close()
 
 
-def _catalog_ok(base: str) -> bool:
-    try:
-        fetch_catalog(base, timeout=2.0)
-    except CatalogError:
-        return False
-    return True
-
-
 def wait_workers(hub: Service, workers: int) -> None:
     """With several workers, wait until uvicorn's supervisor has them all, then a moment."""
     if workers > 1:
@@ -145,10 +137,7 @@ def run_one(scenario: Scenario, variant: str, redis_url: str | None, args: argpa
             hub = start_hub(port, scenario.workers, env, logs, baseline)
             services.append(hub)
             base = f"http://{LOOPBACK}:{port}"
-            if baseline:  # /healthz would start a hub in the seed app (see loadtest.seedserve)
-                wait_until(lambda: _catalog_ok(base), 30.0, hub, "the seed app's /api/v1/symbols")
-            else:
-                wait_until(lambda: healthy(base), 30.0, hub, "the hub's /healthz")
+            wait_until(lambda: healthy(base), 30.0, hub, "the hub's /healthz")
             wait_workers(hub, scenario.workers)
             feed = start_feed(scenario.symbols, scenario.rate, env, logs)
             services.append(feed)

@@ -146,9 +146,9 @@ def hub_env(redis_url: str, prefix: str, flush_ms: float, baseline: bool) -> dic
 
 
 def start_hub(port: int, workers: int, env: dict[str, str], log_dir: Path, baseline: bool = False) -> Service:
-    """Our hub (`marketstream.serve`), or with `baseline` the seed app (`loadtest.seedserve`)."""
-    module = "loadtest.seedserve" if baseline else "marketstream.serve"
-    argv = [sys.executable, "-m", module, "--host", LOOPBACK, "--port", str(port)]
+    """Our hub, or with `baseline` the seed consumer on the core layer (both `marketstream.serve`;
+    `env` from `hub_env` selects which)."""
+    argv = [sys.executable, "-m", "marketstream.serve", "--host", LOOPBACK, "--port", str(port)]
     argv += ["--workers", str(workers), "--log-level", "warning"]
     return spawn("hub", argv, env, log_dir)
 

@@ -39,7 +39,8 @@ async def lifespan(scope: dict[str, Any], receive: Any, send: Any) -> None:
                 await send({"type": "lifespan.startup.failed", "message": str(exc)})
                 return
             try:
-                await asyncio.wait_for(runtime.get_hub(), 5.0)
+                if runtime.uses_hub():
+                    await asyncio.wait_for(runtime.get_hub(), 5.0)
             except Exception as exc:  # serve anyway: /healthz says 503 and the hub retries per connection
                 log.error("the hub cannot reach its channel layer yet: %s", exc)
             await send({"type": "lifespan.startup.complete"})

@@ -94,7 +94,9 @@ class Hub:
 
     async def start(self) -> None:
         if self._receiver is None:
-            self.channel = await self.layer.new_channel("hub.")
+            # The default prefix matters on the core RedisChannelLayer: its process-wide
+            # receive lock serves one "specific." channel per process, shared by all.
+            self.channel = await self.layer.new_channel()
             self._receiver = asyncio.get_running_loop().create_task(self._receive_loop(), name="hub-receiver")
 
     async def stop(self) -> None:

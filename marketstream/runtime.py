@@ -32,6 +32,11 @@ def config(name: str) -> Any:
     return settings.MARKETSTREAM[name]
 
 
+def uses_hub() -> bool:
+    """False when the seed baseline consumer is served (MARKETSTREAM_CONSUMER=seed)."""
+    return bool(config("CONSUMER") != "seed")
+
+
 def embedded() -> bool:
     """True on the embedded default (no REDIS_URL): in-memory layer, feed in the server."""
     return not settings.REDIS_URL
@@ -39,12 +44,17 @@ def embedded() -> bool:
 
 def redis_client() -> aioredis.Redis:
     """A new Redis client for REDIS_URL (socket timeouts off for the blocking layer reads)."""
-    return aioredis.Redis.from_url(
+    # A blocking pool: a burst of requests waits for a free connection instead of failing
+    # with MaxConnectionsError (redis-py's default pool raises at its limit).
+    pool = aioredis.BlockingConnectionPool.from_url(
         settings.REDIS_URL,
-        socket_connect_timeout=2.0,
-        health_check_interval=10,
         max_connections=64,
+        timeout=5,
+        socket_connect_timeout=2.0,
+        socket_timeout=5.0,
+        health_check_interval=10,
     )
+    return aioredis.Redis(connection_pool=pool)
 
 
 def get_store() -> Store:

@@ -32,11 +32,12 @@ async def healthz(request: HttpRequest) -> JsonResponse:
         checks["store"] = "ok"
     except Exception as exc:
         checks["store"] = f"failed: {type(exc).__name__}: {exc}"
-    try:
-        hub = await asyncio.wait_for(runtime.get_hub(), 2.0)
-        checks["layer"] = "ok" if hub.alive else "failed: receiver stopped"
-    except Exception as exc:
-        checks["layer"] = f"failed: {type(exc).__name__}: {exc}"
+    if runtime.uses_hub():
+        try:
+            hub = await asyncio.wait_for(runtime.get_hub(), 2.0)
+            checks["layer"] = "ok" if hub.alive else "failed: receiver stopped"
+        except Exception as exc:
+            checks["layer"] = f"failed: {type(exc).__name__}: {exc}"
     ok = all(v == "ok" for v in checks.values())
     return JsonResponse({"status": "ok" if ok else "unavailable", "checks": checks}, status=200 if ok else 503)
 
