@@ -18,7 +18,7 @@ class FakeLayer:
     def __init__(self) -> None:
         self.groups: dict[str, set[str]] = {}
 
-    async def new_channel(self, prefix: str = "") -> str:
+    async def new_channel(self, prefix: str = "specific.") -> str:
         return prefix + "x"
 
     async def receive(self, channel: str) -> dict[str, Any]:
@@ -68,7 +68,7 @@ async def test_unthrottled_ticks_reach_every_subscriber_once_in_order() -> None:
     a, b = conn(), conn()
     await hub.join(hub.add(a, ["AAPL", "MSFT"], 0))
     await hub.join(hub.add(b, ["AAPL"], 0))
-    assert layer.groups == {"tick.AAPL": {"hub.x"}, "tick.MSFT": {"hub.x"}}, "one group member per process"
+    assert layer.groups == {"tick.AAPL": {"specific.x"}, "tick.MSFT": {"specific.x"}}, "one group member per process"
     for seq in (1, 2, 2, 3):
         hub.on_tick(t("AAPL", seq))
     hub.on_tick(t("MSFT", 1))
@@ -170,7 +170,7 @@ async def test_rejoin_after_leave() -> None:
     await hub.join(hub.add(a, ["AAPL"], 0))
     for _ in range(3):
         await asyncio.sleep(0)
-    assert "AAPL" in hub.joined and layer.groups["tick.AAPL"] == {"hub.x"}
+    assert "AAPL" in hub.joined and layer.groups["tick.AAPL"] == {"specific.x"}
     await hub.stop()
 
 
