@@ -98,6 +98,10 @@ class StreamConsumer(AsyncWebsocketConsumer):
         self.conn = Connection(CODEC[codec_name], self._send_frame, runtime.config("MAX_PENDING"), session, self._kill)
         await self.accept(subprotocol)
         self._limit_send_buffer()
+        transport = self._transport()
+        if transport is not None:
+            buffered = transport.get_write_buffer_size
+            self.conn.writable = lambda: buffered() == 0
         self.hub.attach(self.conn)
         self.conn.reply(
             {

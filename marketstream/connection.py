@@ -22,6 +22,10 @@ Send = Callable[[bytes], Awaitable[None]]
 MAX_CONTROLS = 256  # unsent replies a connection may have before it counts as not reading
 
 
+def _never() -> bool:
+    return False
+
+
 class Connection:
     """One client's state. `subscriptions` maps symbol -> effective throttle_ms."""
 
@@ -42,6 +46,7 @@ class Connection:
         "session",
         "subscriptions",
         "ticks_sent",
+        "writable",
     )
 
     def __init__(
@@ -51,6 +56,7 @@ class Connection:
         max_pending: int,
         session: str = "",
         kill: Callable[[int], None] | None = None,
+        writable: Callable[[], bool] | None = None,
     ) -> None:
         self.codec = codec
         self.outbox = Outbox(max_pending)
@@ -65,6 +71,9 @@ class Connection:
         self.ticks_sent = 0
         self.session = session
         self.kill = kill  # close the connection with a code, from outside its writer
+        # True when a send would not wait (the socket's write buffer is empty); without
+        # one, every frame goes through the writer task
+        self.writable: Callable[[], bool] = writable or _never
         self._wake = asyncio.Event()
         self._send = send
         self._task: asyncio.Task[None] | None = None
@@ -110,32 +119,47 @@ class Connection:
             return True
         return self.busy_since is not None and now - self.busy_since > timeout
 
-    async def _write_loop(self) -> None:
+    def ready(self) -> bool:
+        """True when `drain()` can run now without waiting: not held, not already
+        sending, and the socket takes data at once (its write buffer is empty)."""
+        return not self.held and self.busy_since is None and not self.closed and self.writable()
+
+    async def drain(self) -> None:
+        """Send what the outbox holds, one frame per call of `send`, in outbox order.
+
+        Returns when the outbox is empty, a request holds the connection, or the peer is
+        gone. Runs in the connection's writer task, or in the hub's flush when `ready()`.
+        """
+        if self.busy_since is not None or self.closed:
+            return
         outbox = self.outbox
-        codec = self.codec
-        wake = self._wake
         send = self._send
+        while outbox and not self.closed and self.held == 0:
+            if outbox.conflations and self.behind_since is None:
+                self.behind_since = time.monotonic()
+            if outbox.controls:
+                frame = outbox.controls.popleft()
+            else:
+                ticks = outbox.take_ticks()
+                frame = self.codec.ticks(ticks)
+                self.ticks_sent += len(ticks)
+            self.busy_since = time.monotonic()
+            try:
+                await send(frame)
+            except Exception as exc:  # the peer went away: the disconnect event cleans up
+                log.debug("connection %s: send failed: %r", self.session, exc)
+                self.closed = True
+                return
+            finally:
+                self.busy_since = None
+            self.frames += 1
+        if not outbox:
+            outbox.conflations = 0
+            self.behind_since = None
+
+    async def _write_loop(self) -> None:
+        wake = self._wake
         while not self.closed:
             await wake.wait()
             wake.clear()
-            while outbox and not self.closed and self.held == 0:
-                if outbox.conflations and self.behind_since is None:
-                    self.behind_since = time.monotonic()
-                if outbox.controls:
-                    frame = outbox.controls.popleft()
-                else:
-                    ticks = outbox.take_ticks()
-                    frame = codec.ticks(ticks)
-                    self.ticks_sent += len(ticks)
-                self.busy_since = time.monotonic()
-                try:
-                    await send(frame)
-                except Exception as exc:  # the peer went away: the disconnect event cleans up
-                    log.debug("writer %s: send failed: %r", self.session, exc)
-                    self.closed = True
-                    return
-                self.busy_since = None
-                self.frames += 1
-            if not outbox:
-                outbox.conflations = 0
-                self.behind_since = None
+            await self.drain()

@@ -83,6 +83,7 @@ class Hub:
         self._locks: dict[str, asyncio.Lock] = {}
         self._dirty: list[Connection] = []
         self._flush_scheduled = False
+        self._flushing: asyncio.Task[None] | None = None
         self._receiver: asyncio.Task[None] | None = None
         self._leaving: set[asyncio.Task[None]] = set()
         self.connections: set[Connection] = set()
@@ -151,18 +152,26 @@ class Hub:
         self._flush_scheduled = True
         loop = asyncio.get_running_loop()
         if self.flush_delay > 0:
-            loop.call_later(self.flush_delay, self._flush)
+            loop.call_later(self.flush_delay, self._start_flush)
         else:
-            loop.call_soon(self._flush)
+            loop.call_soon(self._start_flush)
 
-    def _flush(self) -> None:
+    def _start_flush(self) -> None:
+        self._flushing = asyncio.get_running_loop().create_task(self._flush())
+
+    async def _flush(self) -> None:
+        """Send the outboxes that got ticks: directly when the socket takes data at once
+        (no task switch per frame), else by waking the connection's writer."""
         self._flush_scheduled = False
         dirty, self._dirty = self._dirty, []
         now = self.clock()
         timeout = self.slow_client_timeout
         for conn in dirty:
+            conn.dirty = False
             if conn.is_behind(now, timeout):
                 self._slow(conn)
+            elif conn.ready():
+                await conn.drain()
             else:
                 conn.wake()
 

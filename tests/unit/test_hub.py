@@ -182,7 +182,7 @@ async def test_slow_connection_is_killed_with_1013() -> None:
     a.busy_since = clock.now  # its writer is stuck in a send
     clock.now += hub.slow_client_timeout + 1
     hub.on_tick(t("AAPL", 1))
-    hub._flush()
+    await hub._flush()
     assert killed == [1013]
     assert a.closed
     await hub.stop()
