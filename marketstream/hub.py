@@ -28,11 +28,17 @@ from marketstream.tick import EncodedTick
 log = logging.getLogger(__name__)
 
 NEVER = float("-inf")  # the last delivery time of a symbol never delivered
-TIMER_SLACK = 0.001  # seconds added to each throttle interval's sleep
+TIMER_SLACK = 0.005  # seconds added to each throttle interval: room for jitter between fire and socket
 
 
 class Bucket:
-    """The subscribers of one symbol at one throttle, and its conflated tick."""
+    """The subscribers of one symbol at one throttle, and its conflated tick.
+
+    `subscribers` are in step with the interval: each got its last delivery of the
+    symbol at an earlier end of this interval, so each is due at every end. `waiting`
+    holds the others (new, or coming from another throttle) until `sent_at` says they
+    are due; then they join `subscribers`.
+    """
 
     __slots__ = ("last", "pending", "subscribers", "symbol", "throttle", "waiting")
 
@@ -40,9 +46,9 @@ class Bucket:
         self.symbol = symbol
         self.throttle = throttle
         self.subscribers: set[Connection] = set()
+        self.waiting: set[Connection] = set()
         self.pending: EncodedTick | None = None  # newest tick not yet delivered
         self.last: EncodedTick | None = None  # newest tick delivered
-        self.waiting: set[Connection] = set()  # subscribers not yet due for `last`
 
 
 class Interval:
@@ -51,9 +57,8 @@ class Interval:
     def __init__(self, throttle: int) -> None:
         self.throttle = throttle
         self.seconds = throttle / 1000
-        self.buckets: set[Bucket] = set()
-        self.dirty: set[Bucket] = set()
-        self.waiting: set[Bucket] = set()
+        self.buckets: dict[Bucket, None] = {}  # in creation order: a stable delivery order
+        self.last_fire = NEVER
         self.task: asyncio.Task[None] | None = None
 
 
@@ -146,7 +151,6 @@ class Hub:
         if buckets:
             for bucket in buckets.values():
                 bucket.pending = tick
-                self.intervals[bucket.throttle].dirty.add(bucket)
 
     def _schedule_flush(self) -> None:
         self._flush_scheduled = True
@@ -184,62 +188,56 @@ class Hub:
             conn.kill(1013)
 
     def _fire(self, interval: Interval) -> None:
-        """End of an interval: deliver each dirty bucket's tick to its due subscribers.
+        """End of an interval: put each bucket's newest tick into its subscribers' outboxes.
 
-        A subscriber is due when `interval.seconds` have passed since its last delivery
-        of the symbol (snapshot included); one that is not yet due waits in the bucket
-        and gets the bucket's latest tick at the first interval end where it is.
+        Members of `bucket.subscribers` were served at an earlier end of this interval,
+        and ends are at least `interval.seconds` apart, so they are due without a check.
+        A waiting connection is due when `interval.seconds` have passed since its last
+        delivery of the symbol (`sent_at`: its snapshot, or its previous throttle); it
+        then gets the bucket's newest tick and joins the subscribers.
         """
         now = self.clock()
+        interval.last_fire = now
         seconds = interval.seconds
-        dirty_conns = self._dirty
-        if interval.dirty:
-            buckets, interval.dirty = interval.dirty, set()
-            for bucket in buckets:
-                tick = bucket.pending
-                if tick is None:
-                    continue
-                bucket.pending = None
-                bucket.last = tick
-                symbol = tick.symbol
-                waiting = bucket.waiting
-                for conn in bucket.subscribers:
-                    if now - conn.sent_at.get(symbol, NEVER) < seconds:
-                        waiting.add(conn)
-                        interval.waiting.add(bucket)
-                        continue
-                    if waiting:
-                        waiting.discard(conn)
-                    if conn.outbox.put_latest(tick):
-                        conn.sent_at[symbol] = now
-                        if not conn.dirty:
-                            conn.dirty = True
-                            dirty_conns.append(conn)
-        if interval.waiting:
-            for bucket in list(interval.waiting):
-                tick = bucket.last
+        dirty = self._dirty
+        for bucket in interval.buckets:
+            admitted: list[Connection] = []
+            if bucket.waiting:
                 symbol = bucket.symbol
                 for conn in list(bucket.waiting):
                     if now - conn.sent_at.get(symbol, NEVER) >= seconds:
                         bucket.waiting.discard(conn)
-                        if tick is not None and conn.outbox.put_latest(tick):
-                            conn.sent_at[symbol] = now
-                            if not conn.dirty:
-                                conn.dirty = True
-                                dirty_conns.append(conn)
-                if not bucket.waiting:
-                    interval.waiting.discard(bucket)
-        if dirty_conns and not self._flush_scheduled:
+                        bucket.subscribers.add(conn)
+                        conn.sent_at.pop(symbol, None)
+                        admitted.append(conn)
+            tick = bucket.pending
+            if tick is not None:
+                bucket.pending = None
+                bucket.last = tick
+                targets: Iterable[Connection] = bucket.subscribers
+            elif admitted and bucket.last is not None:
+                tick, targets = bucket.last, admitted
+            else:
+                continue
+            for conn in targets:
+                if conn.outbox.put_latest(tick) and not conn.dirty:
+                    conn.dirty = True
+                    dirty.append(conn)
+        if dirty and not self._flush_scheduled:
             self._schedule_flush()
 
     async def _run_interval(self, interval: Interval) -> None:
-        # Each sleep starts when the previous fire ended, plus a little slack: an interval
-        # end is never early for a subscriber served at the previous one.
+        # Each end comes `seconds` (plus a little slack) after the time the previous fire
+        # served its subscribers: never early for them, however late that fire was, and
+        # the time a fire takes does not stretch the interval.
+        clock = self.clock
+        interval.last_fire = clock()
         while interval.buckets:
-            await asyncio.sleep(interval.seconds + TIMER_SLACK)
+            await asyncio.sleep(max(0.0, interval.last_fire + interval.seconds - clock()) + TIMER_SLACK)
             try:
                 self._fire(interval)
             except Exception:
+                interval.last_fire = clock()
                 log.exception("hub: throttle interval %d ms failed", interval.throttle)
         self.intervals.pop(interval.throttle, None)
 
@@ -248,6 +246,9 @@ class Hub:
     def add(self, conn: Connection, symbols: Iterable[str], throttle: int) -> list[str]:
         """Route `symbols` to `conn` at `throttle` (replacing an earlier throttle).
 
+        A throttled route starts waiting: its first delivery comes at the first end of
+        the interval at least `throttle` ms after the symbol's last delivery (see
+        `sent_at`; a route that leaves throttle 0 counts as delivered now).
         Returns the symbols that this process does not receive yet: await `join`
         on them before reading their snapshot.
         """
@@ -260,14 +261,17 @@ class Hub:
                 self._unroute(conn, symbol, old)
             conn.subscriptions[symbol] = throttle
             if throttle == 0:
+                conn.sent_at.pop(symbol, None)
                 self.zero.setdefault(symbol, set()).add(conn)
             else:
+                if old == 0:
+                    conn.sent_at[symbol] = self.clock()
                 buckets = self.buckets.setdefault(symbol, {})
                 bucket = buckets.get(throttle)
                 if bucket is None:
                     bucket = buckets[throttle] = Bucket(symbol, throttle)
-                    self._interval(throttle).buckets.add(bucket)
-                bucket.subscribers.add(conn)
+                    self._interval(throttle).buckets[bucket] = None
+                bucket.waiting.add(conn)
             if symbol not in self.joined:
                 new.append(symbol)
         return new
@@ -281,6 +285,8 @@ class Hub:
         return interval
 
     def _unroute(self, conn: Connection, symbol: str, throttle: int) -> None:
+        """Take `conn` off the route of `symbol` at `throttle`. A throttled route leaves
+        the time of its last delivery in `conn.sent_at` (at most the interval's last end)."""
         if throttle == 0:
             subscribers = self.zero.get(symbol)
             if subscribers is not None:
@@ -292,17 +298,18 @@ class Hub:
         bucket = buckets.get(throttle)
         if bucket is None:
             return
-        bucket.subscribers.discard(conn)
+        interval = self.intervals.get(throttle)
+        if conn in bucket.subscribers:
+            bucket.subscribers.discard(conn)
+            if interval is not None:
+                conn.sent_at[symbol] = interval.last_fire
         bucket.waiting.discard(conn)
-        if not bucket.subscribers:
+        if not bucket.subscribers and not bucket.waiting:
             del buckets[throttle]
             if not buckets:
                 del self.buckets[symbol]
-            interval = self.intervals.get(throttle)
             if interval is not None:
-                interval.buckets.discard(bucket)
-                interval.dirty.discard(bucket)
-                interval.waiting.discard(bucket)
+                interval.buckets.pop(bucket, None)
 
     def remove(self, conn: Connection, symbols: Iterable[str]) -> list[str]:
         """Stop routing `symbols` to `conn`. Returns the symbols it was subscribed to.

@@ -93,22 +93,56 @@ async def test_throttled_subscription_gets_the_latest_tick_at_the_interval_end()
     await hub.stop()
 
 
-async def test_throttle_never_delivers_a_symbol_twice_within_the_interval() -> None:
+async def test_a_subscriber_served_recently_waits_until_due() -> None:
     hub, _, clock = await make_hub()
     a = conn()
     hub.add(a, ["AAPL"], T)
     interval = hub.intervals[T]
+    a.sent_at["AAPL"] = clock.now  # its snapshot went out just now
     hub.on_tick(t("AAPL", 1))
-    hub._fire(interval)
-    assert pending(a) == [("AAPL", 1)]
-    clock.now += T / 1000 / 2  # an early interval end (e.g. a re-subscribe) must not deliver
-    hub.on_tick(t("AAPL", 2))
-    hub.on_tick(t("AAPL", 3))
     hub._fire(interval)
     assert pending(a) == []
     clock.now += T / 1000 / 2
+    hub.on_tick(t("AAPL", 2))
     hub._fire(interval)
-    assert pending(a) == [("AAPL", 3)], "the waiting subscriber gets the latest once due"
+    assert pending(a) == [], "half an interval after the snapshot: not yet"
+    clock.now += T / 1000 / 2
+    hub._fire(interval)
+    assert pending(a) == [("AAPL", 2)], "due: the newest tick, though none came in this interval"
+    assert a in hub.buckets["AAPL"][T].subscribers and "AAPL" not in a.sent_at
+
+
+async def test_leaving_throttle_zero_counts_as_a_delivery_now() -> None:
+    hub, _, clock = await make_hub()
+    a = conn()
+    hub.add(a, ["AAPL"], 0)
+    hub.on_tick(t("AAPL", 1))
+    assert pending(a) == [("AAPL", 1)]
+    hub.add(a, ["AAPL"], T)
+    hub.on_tick(t("AAPL", 2))
+    hub._fire(hub.intervals[T])
+    assert pending(a) == []
+    clock.now += T / 1000
+    hub._fire(hub.intervals[T])
+    assert pending(a) == [("AAPL", 2)]
+    await hub.stop()
+
+
+async def test_moving_between_throttles_keeps_the_spacing() -> None:
+    hub, _, clock = await make_hub()
+    a = conn()
+    hub.add(a, ["AAPL"], T)
+    hub.on_tick(t("AAPL", 1))
+    hub._fire(hub.intervals[T])
+    assert pending(a) == [("AAPL", 1)]
+    hub.add(a, ["AAPL"], 2 * T)
+    hub.on_tick(t("AAPL", 2))
+    clock.now += T / 1000
+    hub._fire(hub.intervals[2 * T])
+    assert pending(a) == [], "2T have not passed since the last delivery"
+    clock.now += T / 1000
+    hub._fire(hub.intervals[2 * T])
+    assert pending(a) == [("AAPL", 2)]
     await hub.stop()
 
 
