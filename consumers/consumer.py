@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import socket
 import time
@@ -57,6 +58,18 @@ def negotiate(scope: dict[str, Any]) -> tuple[CodecName, str | None]:
     return encoding, None
 
 
+@functools.cache
+def limits() -> dict[str, int]:
+    """The limits announced in `welcome` and enforced per connection (one dict, shared)."""
+    return {
+        "max_subscriptions": runtime.config("MAX_SUBSCRIPTIONS"),
+        "max_message_bytes": runtime.config("MAX_MESSAGE_BYTES"),
+        "max_requests_per_s": runtime.config("MAX_REQUESTS_PER_S"),
+        "min_throttle_ms": runtime.config("MIN_THROTTLE_MS"),
+        "max_throttle_ms": runtime.config("MAX_THROTTLE_MS"),
+    }
+
+
 class StreamConsumer(AsyncWebsocketConsumer):
     # No channel of its own on the layer: the hub receives ticks for the whole process.
     channel_layer_alias = "__no_layer__"
@@ -79,13 +92,7 @@ class StreamConsumer(AsyncWebsocketConsumer):
         except ValueError as exc:
             await self._deny(400, str(exc))
             return
-        self.limits = {
-            "max_subscriptions": runtime.config("MAX_SUBSCRIPTIONS"),
-            "max_message_bytes": runtime.config("MAX_MESSAGE_BYTES"),
-            "max_requests_per_s": runtime.config("MAX_REQUESTS_PER_S"),
-            "min_throttle_ms": runtime.config("MIN_THROTTLE_MS"),
-            "max_throttle_ms": runtime.config("MAX_THROTTLE_MS"),
-        }
+        self.limits = limits()
         self.rate = RateLimiter(self.limits["max_requests_per_s"])
         try:
             self.hub = await asyncio.wait_for(runtime.get_hub(), 5.0)

@@ -32,7 +32,6 @@ class Connection:
     __slots__ = (
         "_send",
         "_task",
-        "_wake",
         "behind_since",
         "busy_since",
         "closed",
@@ -72,17 +71,17 @@ class Connection:
         self.session = session
         self.kill = kill  # close the connection with a code, from outside its writer
         # True when a send would not wait (the socket's write buffer is empty); without
-        # one, every frame goes through the writer task
+        # it, every frame goes through a writer task
         self.writable: Callable[[], bool] = writable or _never
-        self._wake = asyncio.Event()
         self._send = send
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._write_loop(), name=f"writer-{self.session}")
+        """Send what is queued so far (the welcome)."""
+        self.wake()
 
     async def stop(self) -> None:
-        """Stop the writer; pending frames are dropped."""
+        """Stop sending; pending frames are dropped."""
         self.closed = True
         task, self._task = self._task, None
         if task is not None and task is not asyncio.current_task():
@@ -93,10 +92,17 @@ class Connection:
                 pass
 
     def wake(self) -> None:
-        """Tell the writer that the outbox has something (called by the hub's flush)."""
+        """Have the outbox sent by a writer task, unless a request holds the connection.
+
+        The task lives only while there is something to send: most frames are sent by
+        the hub's flush directly (`ready()`), so an idle connection costs no task.
+        """
         self.dirty = False
-        if self.held == 0:
-            self._wake.set()
+        if self.held or self.closed or not self.outbox:
+            return
+        task = self._task
+        if task is None or task.done():
+            self._task = asyncio.get_running_loop().create_task(self.drain())
 
     def reply(self, message: dict[str, object]) -> None:
         """Queue a control message (encoded now, sent in order).
@@ -156,10 +162,3 @@ class Connection:
         if not outbox:
             outbox.conflations = 0
             self.behind_since = None
-
-    async def _write_loop(self) -> None:
-        wake = self._wake
-        while not self.closed:
-            await wake.wait()
-            wake.clear()
-            await self.drain()
