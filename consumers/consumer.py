@@ -86,7 +86,7 @@ class StreamConsumer(AsyncWebsocketConsumer):
         await handler(message)
 
     async def websocket_connect(self, message: dict[str, Any]) -> None:
-        self._gone = asyncio.Event()  # set when the server reports the disconnect
+        self._gone: asyncio.Future[None] | None = None  # made by a close that waits for the disconnect
         try:
             codec_name, subprotocol = negotiate(self.scope)
         except ValueError as exc:
@@ -172,7 +172,8 @@ class StreamConsumer(AsyncWebsocketConsumer):
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self.close(code), CLOSE_GRACE)
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._gone.wait(), CLOSE_GRACE)
+            self._gone = asyncio.get_running_loop().create_future()
+            await asyncio.wait_for(self._gone, CLOSE_GRACE)
             return
         transport = self._transport()
         if transport is not None:
@@ -305,7 +306,8 @@ class StreamConsumer(AsyncWebsocketConsumer):
         conn.reply({"type": "ack", "id": request.id, "op": "unsubscribe", "symbols": symbols, "rejected": rejected})
 
     async def websocket_disconnect(self, message: dict[str, Any]) -> None:
-        self._gone.set()
+        if self._gone is not None and not self._gone.done():
+            self._gone.set_result(None)
         conn = getattr(self, "conn", None)
         if conn is not None:
             self.hub.detach(conn)

@@ -144,7 +144,7 @@ class Connection:
             if outbox.conflations and self.behind_since is None:
                 self.behind_since = time.monotonic()
             if outbox.controls:
-                frame = outbox.controls.popleft()
+                frame = outbox.take_control()
             else:
                 ticks = outbox.take_ticks()
                 frame = self.codec.ticks(ticks)
