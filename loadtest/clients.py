@@ -91,7 +91,7 @@ class StreamConnection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.head = b""
         self.upgraded = False
-        loop = asyncio.get_running_loop()
+        loop = self.loop = asyncio.get_running_loop()
         self.welcome: asyncio.Future[dict[str, Any]] = loop.create_future()
         self.ack: asyncio.Future[dict[str, Any]] = loop.create_future()
         self.closing = False
@@ -133,7 +133,11 @@ class StreamConnection(asyncio.Protocol):
             self.upgraded = True
             if not data:
                 return
-        recv_ns, mono_ns = time.time_ns(), time.monotonic_ns()
+        # Arrival times. Wall clock now, for latency: it includes the time this process took
+        # for the frames handled before this one (conservative). For throttle gaps, the
+        # loop's time: uvloop caches it when the loop wakes up with the readable sockets,
+        # so it does not depend on the order in which this process goes through them.
+        recv_ns, mono_ns = time.time_ns(), int(self.loop.time() * 1e9)
         totals = self.totals
         try:
             messages = self.parser.feed(data)

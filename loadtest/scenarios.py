@@ -78,6 +78,10 @@ def parser() -> argparse.ArgumentParser:
         p.add_argument(option, dest=name, type=kind, default=None, help=f"{text} (overrides the preset)")
     p.add_argument("--baseline", action="store_true", help="also run the seed pattern and report the CPU ratio")
     p.add_argument("--baseline-only", action="store_true", help="run only the seed pattern")
+    p.add_argument("--layer", choices=("pubsub", "core"), default="pubsub", help="channel layer of our hub")
+    p.add_argument(
+        "--baseline-layer", choices=("core", "pubsub"), default="core", help="channel layer of the seed pattern"
+    )
     p.add_argument("--url", help="a running hub (ws://127.0.0.1:PORT[/ws/v1/stream]); with --no-start")
     p.add_argument("--no-start", action="store_true", help="start nothing: use the hub at --url and its feed")
     p.add_argument("--hub-pid", type=int, help="with --no-start: the hub's pid, to measure its CPU and RSS")

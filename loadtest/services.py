@@ -125,9 +125,10 @@ def start_redis(port: int, log_dir: Path) -> Service:
     return service
 
 
-def hub_env(redis_url: str, prefix: str, flush_ms: float, baseline: bool) -> dict[str, str]:
+def hub_env(redis_url: str, prefix: str, flush_ms: float, baseline: bool, layer: str | None = None) -> dict[str, str]:
     """The environment of a hub or feed process: production mode on `redis_url` under `prefix`;
-    with `baseline`, the seed tutorial's pattern (core layer, seed consumer)."""
+    with `baseline`, the seed tutorial's pattern (seed consumer, core layer unless `layer`
+    says otherwise); `layer` ("pubsub" or "core") picks the channel layer of either."""
     env = dict(os.environ)
     env.update(
         REDIS_URL=redis_url,
@@ -138,10 +139,10 @@ def hub_env(redis_url: str, prefix: str, flush_ms: float, baseline: bool) -> dic
         PYTHONUNBUFFERED="1",
     )
     if baseline:
-        env.update(MARKETSTREAM_LAYER="core", MARKETSTREAM_CONSUMER="seed")
+        env.update(MARKETSTREAM_LAYER=layer or "core", MARKETSTREAM_CONSUMER="seed")
     else:
-        for name in ("MARKETSTREAM_LAYER", "MARKETSTREAM_CONSUMER"):
-            env.pop(name, None)
+        env.pop("MARKETSTREAM_CONSUMER", None)
+        env.update(MARKETSTREAM_LAYER=layer or "pubsub")
     return env
 
 

@@ -233,7 +233,10 @@ class Hub:
         clock = self.clock
         interval.last_fire = clock()
         while interval.buckets:
-            await asyncio.sleep(max(0.0, interval.last_fire + interval.seconds - clock()) + TIMER_SLACK)
+            # The loop's timers run on its own clock (uvloop's is cached per iteration and
+            # can wake a sleeper early by the length of a busy iteration): check ours.
+            due = interval.last_fire + interval.seconds + TIMER_SLACK
+            await _sleep_until(clock, due)
             try:
                 self._fire(interval)
             except Exception:
@@ -365,3 +368,11 @@ class Hub:
         """Forget a connection (disconnect)."""
         self.remove(conn, list(conn.subscriptions))
         self.connections.discard(conn)
+
+
+async def _sleep_until(clock: Callable[[], float], due: float) -> None:
+    """Sleep until `clock()` reaches `due`, however early the loop's timers fire."""
+    left = due - clock()
+    while left > 0:
+        await asyncio.sleep(left)
+        left = due - clock()
