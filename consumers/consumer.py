@@ -2,7 +2,7 @@
 
 The consumer handles requests; ticks never pass through it. It registers a
 `Connection` with the process's hub, which puts ticks straight into the
-connection's outbox, and the connection's writer sends them.
+connection's outbox, and the hub's flush (or the connection's writer task) sends them.
 """
 
 from __future__ import annotations

@@ -1,8 +1,10 @@
-"""A connection as the hub sees it: subscriptions, outbox, and the writer that drains it.
+"""A connection as the hub sees it: subscriptions, outbox, and `drain`, which sends it.
 
-Framework-free: the consumer gives it an async `send(bytes)` and a `kill(code)`.
-All frames of a connection leave through its writer, in outbox order, so a request's
-reply always precedes the frames that the request causes.
+Framework-free: the consumer gives it an async `send(bytes)`, a `kill(code)` and a
+`writable()` hint. All frames of a connection leave through `drain`, one at a time, in
+outbox order, so a request's reply always precedes the frames that the request causes.
+`drain` runs in the hub's flush when the socket takes data at once, else in a writer
+task that exists only while the connection has a backlog.
 """
 
 from __future__ import annotations
