@@ -1,0 +1,58 @@
+"""Connection.drain: replies before ticks, ticks in order, a failed send closes quietly."""
+
+from __future__ import annotations
+
+import msgpack
+
+from marketstream.codec import CODEC
+from marketstream.connection import Connection
+from marketstream.tick import EncodedTick
+
+
+def tick(symbol: str, seq: int) -> EncodedTick:
+    return EncodedTick.encode(
+        {"symbol": symbol, "seq": seq, "ts": 1, "price": 1.0, "size": 1.0, "bid": 1.0, "ask": 1.0}
+    )
+
+
+async def test_replies_leave_before_ticks_and_ticks_in_order() -> None:
+    frames: list[dict] = []
+
+    async def send(frame: bytes) -> None:
+        frames.append(msgpack.unpackb(frame))
+
+    conn = Connection(CODEC["msgpack"], send, max_pending=100)
+    conn.outbox.put(tick("A", 1))
+    conn.reply({"type": "pong", "id": 1})
+    conn.outbox.put(tick("A", 2))
+    await conn.drain()
+    assert [m["type"] for m in frames] == ["pong", "ticks"]
+    assert [t["seq"] for t in frames[1]["ticks"]] == [1, 2]
+    assert conn.frames == 2 and conn.ticks_sent == 2
+    await conn.stop()
+
+
+async def test_a_held_connection_sends_nothing_until_released() -> None:
+    frames: list[bytes] = []
+
+    async def send(frame: bytes) -> None:
+        frames.append(frame)
+
+    conn = Connection(CODEC["msgpack"], send, max_pending=100)
+    conn.held += 1
+    conn.reply({"type": "ack"})
+    await conn.drain()
+    assert frames == []
+    conn.held -= 1
+    await conn.drain()
+    assert len(frames) == 1
+
+
+async def test_a_failed_send_closes_quietly() -> None:
+    async def broken(frame: bytes) -> None:
+        raise ConnectionResetError
+
+    conn = Connection(CODEC["msgpack"], broken, max_pending=10)
+    conn.reply({"type": "pong"})
+    await conn.drain()
+    assert conn.closed
