@@ -35,12 +35,13 @@ from marketstream.codec import CODEC, CODECS, SUBPROTOCOLS, BadFrame, CodecName,
 from marketstream.connection import Connection
 from marketstream.hub import Hub
 from marketstream.symbols import normalize
-from marketstream.tick import now_ns
+from marketstream.tick import EncodedTick, now_ns
 
 log = logging.getLogger(__name__)
 
 PROTOCOL_VERSION = 1
 CLOSE_GRACE = 1.0  # seconds for a slow client's close frame to be written, then to be answered
+STORE_TIMEOUT = 5.0  # seconds a request waits for Redis (catalog, group join, snapshots)
 
 
 def negotiate(scope: dict[str, Any]) -> tuple[CodecName, str | None]:
@@ -56,6 +57,20 @@ def negotiate(scope: dict[str, Any]) -> tuple[CodecName, str | None]:
     if encoding not in CODECS:
         raise ValueError(f"unknown encoding {encoding[:32]!r}; expected msgpack or json")
     return encoding, None
+
+
+def normalized(raws: list[Any]) -> tuple[list[str], dict[str, str]]:
+    """The valid symbols of a request, upper-cased, each once, in order; and the invalid
+    ones as `rejected` entries (`bad_symbol`)."""
+    symbols: dict[str, None] = {}
+    rejected: dict[str, str] = {}
+    for raw in raws:
+        symbol = normalize(raw)
+        if symbol is None:
+            rejected[str(raw)[:64]] = "bad_symbol"
+        else:
+            symbols[symbol] = None
+    return list(symbols), rejected
 
 
 @functools.cache
@@ -214,8 +229,10 @@ class StreamConsumer(AsyncWebsocketConsumer):
             self._error(request.id, "internal_error", "the hub could not complete the request; try again")
 
     async def _close(self, code: int) -> None:
-        await self.conn.stop()
-        await self.close(code)
+        """Close with `code` (1008, 1009) without blocking this consumer's message loop,
+        which must stay free to take the disconnect that ends the closing handshake."""
+        self.conn.closed = True
+        self._closer = asyncio.get_running_loop().create_task(self._close_or_abort(code))
 
     def _error(self, request_id: int | str | None, code: str, text: str) -> None:
         message: dict[str, Any] = {"type": "error", "code": code, "message": text}
@@ -237,15 +254,8 @@ class StreamConsumer(AsyncWebsocketConsumer):
 
     async def subscribe(self, request: Request) -> None:
         conn, hub = self.conn, self.hub
-        rejected: dict[str, str] = {}
-        wanted: list[str] = []
-        for raw in request.symbols:
-            symbol = normalize(raw)
-            if symbol is None:
-                rejected[str(raw)[:64]] = "bad_symbol"
-            elif symbol not in wanted:
-                wanted.append(symbol)
-        known = await self.store.known(wanted)
+        wanted, rejected = normalized(request.symbols)
+        known = await asyncio.wait_for(self.store.known(wanted), STORE_TIMEOUT)
         candidates = [s for s, ok in zip(wanted, known, strict=True) if ok]
         rejected.update({s: "unknown_symbol" for s, ok in zip(wanted, known, strict=True) if not ok})
         room = self.limits["max_subscriptions"] - len(conn.subscriptions)
@@ -265,9 +275,10 @@ class StreamConsumer(AsyncWebsocketConsumer):
         conn.held += 1  # ticks wait behind the ack and the snapshot
         try:
             try:
-                await hub.join(hub.add(conn, accepted, throttle))
-            except Exception:
-                hub.remove(conn, fresh)  # not received by this process: do not keep them
+                await asyncio.wait_for(hub.join(hub.add(conn, accepted, throttle)), STORE_TIMEOUT)
+            except BaseException:
+                # not received by this process: drop them, and what arrived for them meanwhile
+                conn.outbox.discard(hub.remove(conn, fresh))
                 raise
             conn.reply(
                 {
@@ -280,27 +291,34 @@ class StreamConsumer(AsyncWebsocketConsumer):
                 }
             )
             if request.snapshot and fresh:
-                snapshots = await self.store.snapshots(fresh)
-                ticks = conn.outbox.accept_snapshot(snapshots[s] for s in fresh if s in snapshots)
-                if ticks:
-                    if throttle:
-                        now = hub.clock()
-                        conn.sent_at.update((t.symbol, now) for t in ticks)
-                    conn.outbox.add_control(conn.codec.ticks(ticks, "snapshot"))
+                self._queue_snapshot(await self._snapshots(fresh), throttle)
         finally:
             conn.held -= 1
             conn.wake()
 
+    async def _snapshots(self, symbols: list[str]) -> list[EncodedTick]:
+        """The stored snapshots of `symbols`, in their order; none if the store fails
+        (the ack is already queued: the live ticks follow, with their seq)."""
+        try:
+            found = await asyncio.wait_for(self.store.snapshots(symbols), STORE_TIMEOUT)
+        except Exception:
+            log.exception("snapshot read failed; subscribing without a snapshot")
+            return []
+        return [found[s] for s in symbols if s in found]
+
+    def _queue_snapshot(self, stored: list[EncodedTick], throttle: int) -> None:
+        conn = self.conn
+        ticks = conn.outbox.accept_snapshot(stored)
+        if not ticks:
+            return
+        if throttle:
+            now = self.hub.clock()
+            conn.sent_at.update((t.symbol, now) for t in ticks)
+        conn.outbox.add_control(conn.codec.ticks(ticks, "snapshot"))
+
     def unsubscribe(self, request: Request) -> None:
         conn = self.conn
-        rejected: dict[str, str] = {}
-        symbols: list[str] = []
-        for raw in request.symbols:
-            symbol = normalize(raw)
-            if symbol is None:
-                rejected[str(raw)[:64]] = "bad_symbol"
-            elif symbol not in symbols:
-                symbols.append(symbol)
+        symbols, rejected = normalized(request.symbols)
         removed = self.hub.remove(conn, symbols)
         conn.outbox.discard(removed)
         conn.reply({"type": "ack", "id": request.id, "op": "unsubscribe", "symbols": symbols, "rejected": rejected})

@@ -79,11 +79,11 @@ THROTTLE_STEP_MS = 10
 
 
 def effective_throttle(requested: int | None, minimum: int, maximum: int) -> int:
-    """Clamp a requested throttle to the hub's limits (None means every tick), rounded
-    up to a multiple of 10 ms: each distinct value costs the hub a timer."""
-    value = 0 if requested is None else requested
-    value = max(minimum, min(maximum, max(0, value)))
-    return -(-value // THROTTLE_STEP_MS) * THROTTLE_STEP_MS
+    """A requested throttle (None means every tick) rounded up to a multiple of 10 ms
+    (each distinct value costs the hub a timer), then clamped to the hub's limits."""
+    value = max(0, 0 if requested is None else requested)
+    value = -(-value // THROTTLE_STEP_MS) * THROTTLE_STEP_MS
+    return max(minimum, min(maximum, value))
 
 
 class RateLimiter:

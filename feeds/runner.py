@@ -38,6 +38,7 @@ async def run_feed(
     if opening:
         await publisher.publish(feed.opening())
     step = max(STEP, min(1.0, 1.0 / rate))
+    burst = max(1, int(rate))  # the most one batch may carry: a second's worth
     start = time.monotonic()
     sent = 0
     last_report = start
@@ -47,12 +48,12 @@ async def run_feed(
         if duration is not None and elapsed >= duration:
             break
         due = int(elapsed * rate) + 1 - sent
-        if due > rate:  # more than a second behind
+        if due > burst:  # more than a second behind
             if now - last_report > 5.0:
                 log.warning("feed: behind by %d ticks; reaching %.0f of %.0f ticks/s", due, sent / elapsed, rate)
                 last_report = now
-            start += (due - int(rate)) / rate  # skip what cannot be caught up
-            due = int(rate)
+            start += (due - burst) / rate  # skip what cannot be caught up
+            due = burst
         if max_ticks is not None:
             due = min(due, max_ticks - sent)
         if due > 0:

@@ -47,6 +47,9 @@ async def lifespan(scope: dict[str, Any], receive: Any, send: Any) -> None:
         elif message["type"] == "lifespan.shutdown":
             if feed is not None:
                 await feed.close()
+            hub = runtime.current_hub()
+            if hub is not None:
+                await hub.stop()
             await send({"type": "lifespan.shutdown.complete"})
             return
 

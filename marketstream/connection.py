@@ -132,17 +132,24 @@ class Connection:
         sending, and the socket takes data at once (its write buffer is empty)."""
         return not self.held and self.busy_since is None and not self.closed and self.writable()
 
-    async def drain(self) -> None:
+    async def drain(self, direct: bool = False) -> None:
         """Send what the outbox holds, one frame per call of `send`, in outbox order.
 
         Returns when the outbox is empty, a request holds the connection, or the peer is
-        gone. Runs in the connection's writer task, or in the hub's flush when `ready()`.
+        gone. Runs in the connection's writer task, or with `direct` in the hub's flush
+        (after `ready()`): then it sends only while the socket takes data at once and
+        leaves the rest to the writer task, so one backed-up client never makes the
+        flush, and the others, wait.
         """
         if self.busy_since is not None or self.closed:
             return
         outbox = self.outbox
         send = self._send
+        sent = 0
         while outbox and not self.closed and self.held == 0:
+            if direct and sent and not self.writable():
+                self.wake()
+                break
             if outbox.conflations and self.behind_since is None:
                 self.behind_since = time.monotonic()
             if outbox.controls:
@@ -161,6 +168,7 @@ class Connection:
             finally:
                 self.busy_since = None
             self.frames += 1
+            sent += 1
         if not outbox:
             outbox.conflations = 0
             self.behind_since = None

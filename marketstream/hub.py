@@ -40,11 +40,10 @@ class Bucket:
     are due; then they join `subscribers`.
     """
 
-    __slots__ = ("last", "pending", "subscribers", "symbol", "throttle", "waiting")
+    __slots__ = ("last", "pending", "subscribers", "symbol", "waiting")
 
-    def __init__(self, symbol: str, throttle: int) -> None:
+    def __init__(self, symbol: str) -> None:
         self.symbol = symbol
-        self.throttle = throttle
         self.subscribers: set[Connection] = set()
         self.waiting: set[Connection] = set()
         self.pending: EncodedTick | None = None  # newest tick not yet delivered
@@ -88,12 +87,16 @@ class Hub:
         self._locks: dict[str, asyncio.Lock] = {}
         self._dirty: list[Connection] = []
         self._flush_scheduled = False
-        self._flushing: asyncio.Task[None] | None = None
+        self._flushing: set[asyncio.Task[None]] = set()
         self._receiver: asyncio.Task[None] | None = None
         self._leaving: set[asyncio.Task[None]] = set()
         self.connections: set[Connection] = set()
         self.ticks_received = 0
         self.layer_errors = 0
+        self.bad_messages = 0
+        self.closed_ticks_sent = 0  # ticks and frames sent to connections that are gone
+        self.closed_frames = 0
+        self.last_message: float | None = None  # clock() when the layer last delivered a message
         self.slow_closes = 0  # counted by whoever closes the connection (conn.kill)
 
     # -- lifecycle ------------------------------------------------------------------
@@ -106,7 +109,8 @@ class Hub:
             self._receiver = asyncio.get_running_loop().create_task(self._receive_loop(), name="hub-receiver")
 
     async def stop(self) -> None:
-        tasks = [self._receiver] + [i.task for i in self.intervals.values()]
+        """Cancel the hub's tasks (shutdown)."""
+        tasks = [self._receiver, *(i.task for i in self.intervals.values()), *self._flushing, *self._leaving]
         for task in tasks:
             if task is not None:
                 task.cancel()
@@ -123,14 +127,21 @@ class Hub:
         while True:
             try:
                 message = await receive(channel)
-                if message.get("type") == "tick":
-                    on_tick(EncodedTick.from_message(message))
             except asyncio.CancelledError:
                 raise
             except Exception:
                 self.layer_errors += 1
                 log.exception("hub: cannot receive from the channel layer; retrying in 1 s")
                 await asyncio.sleep(1.0)
+                continue
+            self.last_message = self.clock()
+            try:
+                if message.get("type") == "tick":
+                    on_tick(EncodedTick.from_message(message))
+            except Exception:  # one bad message must not stop the others
+                self.bad_messages += 1
+                if self.bad_messages <= 10 or self.bad_messages % 1000 == 0:
+                    log.exception("hub: dropped a malformed channel-layer message (%d so far)", self.bad_messages)
 
     # -- the tick path --------------------------------------------------------------
 
@@ -161,23 +172,29 @@ class Hub:
             loop.call_soon(self._start_flush)
 
     def _start_flush(self) -> None:
-        self._flushing = asyncio.get_running_loop().create_task(self._flush())
+        task = asyncio.get_running_loop().create_task(self._flush())
+        self._flushing.add(task)  # keep a reference until it is done
+        task.add_done_callback(self._flushing.discard)
 
     async def _flush(self) -> None:
         """Send the outboxes that got ticks: directly when the socket takes data at once
         (no task switch per frame), else by waking the connection's writer."""
         self._flush_scheduled = False
         dirty, self._dirty = self._dirty, []
+        for conn in dirty:
+            conn.dirty = False
         now = self.clock()
         timeout = self.slow_client_timeout
         for conn in dirty:
-            conn.dirty = False
-            if conn.is_behind(now, timeout):
-                self._slow(conn)
-            elif conn.ready():
-                await conn.drain()
-            else:
-                conn.wake()
+            try:
+                if conn.is_behind(now, timeout):
+                    self._slow(conn)
+                elif conn.ready():
+                    await conn.drain(direct=True)
+                else:
+                    conn.wake()
+            except Exception:
+                log.exception("hub: flushing connection %s failed", conn.session)
 
     def _slow(self, conn: Connection) -> None:
         if conn.closed:
@@ -272,7 +289,7 @@ class Hub:
                 buckets = self.buckets.setdefault(symbol, {})
                 bucket = buckets.get(throttle)
                 if bucket is None:
-                    bucket = buckets[throttle] = Bucket(symbol, throttle)
+                    bucket = buckets[throttle] = Bucket(symbol)
                     self._interval(throttle).buckets[bucket] = None
                 bucket.waiting.add(conn)
             if symbol not in self.joined:
@@ -365,9 +382,12 @@ class Hub:
         self.connections.add(conn)
 
     def detach(self, conn: Connection) -> None:
-        """Forget a connection (disconnect)."""
+        """Forget a connection (disconnect), keeping its counts in the hub's totals."""
         self.remove(conn, list(conn.subscriptions))
-        self.connections.discard(conn)
+        if conn in self.connections:
+            self.connections.discard(conn)
+            self.closed_ticks_sent += conn.ticks_sent
+            self.closed_frames += conn.frames
 
 
 async def _sleep_until(clock: Callable[[], float], due: float) -> None:

@@ -36,10 +36,14 @@ class HubCollector(Collector):
             value=hub.ticks_received if hub else 0,
         )
         yield CounterMetricFamily(
-            "marketstream_ticks_sent", "Ticks sent to open connections", value=sum(c.ticks_sent for c in conns)
+            "marketstream_ticks_sent",
+            "Ticks sent to clients",
+            value=(hub.closed_ticks_sent if hub else 0) + sum(c.ticks_sent for c in conns),
         )
         yield CounterMetricFamily(
-            "marketstream_frames_sent", "Frames sent to open connections", value=sum(c.frames for c in conns)
+            "marketstream_frames_sent",
+            "Frames sent to clients",
+            value=(hub.closed_frames if hub else 0) + sum(c.frames for c in conns),
         )
         yield CounterMetricFamily(
             "marketstream_slow_closes", "Connections closed with 1013 as slow", value=hub.slow_closes if hub else 0

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import weakref
 from typing import Any
 
 from channels.layers import get_channel_layer
@@ -22,9 +23,10 @@ log = logging.getLogger(__name__)
 
 GROUP_PREFIX = "tick"
 
-_stores: dict[asyncio.AbstractEventLoop, Store] = {}
-_hubs: dict[asyncio.AbstractEventLoop, Hub] = {}
-_hub_locks: dict[asyncio.AbstractEventLoop, asyncio.Lock] = {}
+# keyed by event loop, forgotten with it
+_stores: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Store] = weakref.WeakKeyDictionary()
+_hubs: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Hub] = weakref.WeakKeyDictionary()
+_hub_locks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = weakref.WeakKeyDictionary()
 _memory_store = MemoryStore()  # the embedded default's store: one per process
 
 
@@ -43,7 +45,8 @@ def embedded() -> bool:
 
 
 def redis_client() -> aioredis.Redis:
-    """A new Redis client for REDIS_URL (socket timeouts off for the blocking layer reads)."""
+    """A new Redis client for REDIS_URL, for the store (snapshots, catalog): a blocking
+    pool and a 5 s socket timeout (the channel layer has its own client, without one)."""
     # A blocking pool: a burst of requests waits for a free connection instead of failing
     # with MaxConnectionsError (redis-py's default pool raises at its limit).
     pool = aioredis.BlockingConnectionPool.from_url(
@@ -110,7 +113,8 @@ class EmbeddedFeed:
         from feeds.simulated import SimulatedFeed
         from feeds.universe import DEFAULT_UNIVERSE
 
-        seed = int(os.environ.get("MARKETSTREAM_FEED_SEED", "0")) or None
+        raw_seed = os.environ.get("MARKETSTREAM_FEED_SEED", "").strip()
+        seed = int(raw_seed) if raw_seed else None
         feed = SimulatedFeed(DEFAULT_UNIVERSE, seed=seed)
         publisher = Publisher(get_channel_layer(), get_store(), GROUP_PREFIX)
         await publisher.prepare([i.symbol for i in feed.instruments])

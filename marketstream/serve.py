@@ -24,7 +24,9 @@ def main(argv: list[str] | None = None) -> None:
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "marketstream.settings")
     if args.workers > 1 and not os.environ.get("REDIS_URL"):
         parser.error("several workers need REDIS_URL: on the embedded default each worker would have its own feed")
-    max_bytes = int(os.environ.get("MARKETSTREAM_MAX_MESSAGE_BYTES") or 65536)
+    from marketstream.settings import MARKETSTREAM  # the same parsing and default as the hub's
+
+    max_bytes: int = MARKETSTREAM["MAX_MESSAGE_BYTES"]
     uvicorn.run(
         "marketstream.asgi:application",
         host=args.host,

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -71,8 +72,8 @@ LOGGING = {
 # -- marketstream -------------------------------------------------------------------
 
 REDIS_URL = os.environ.get("REDIS_URL", "").strip()
-MARKETSTREAM = {
-    # key prefix in Redis and channel-layer group prefix: hubs and feeds that share it see each other
+MARKETSTREAM: dict[str, Any] = {
+    # prefix of Redis keys and of the channel layer's names: hubs and feeds that share it see each other
     "PREFIX": os.environ.get("MARKETSTREAM_PREFIX", "ms"),
     "MAX_SUBSCRIPTIONS": env_int("MARKETSTREAM_MAX_SUBSCRIPTIONS", 1000),
     "MAX_MESSAGE_BYTES": env_int("MARKETSTREAM_MAX_MESSAGE_BYTES", 65536),

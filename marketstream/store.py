@@ -13,6 +13,7 @@ never misses a tick (PROTOCOL.md: snapshot and live stream meet without races).
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Sequence
 from typing import Protocol
 
@@ -20,6 +21,8 @@ import msgpack
 from redis import asyncio as aioredis
 
 from marketstream.tick import EncodedTick
+
+log = logging.getLogger(__name__)
 
 
 class Store(Protocol):
@@ -66,8 +69,13 @@ class MemoryStore:
         return None
 
 
-def _decode(raw: bytes) -> EncodedTick:
-    return EncodedTick.encode(msgpack.unpackb(raw, raw=False))
+def _decode(raw: bytes) -> EncodedTick | None:
+    """A stored snapshot, or None (logged) when the entry is not a tick."""
+    try:
+        return EncodedTick.encode(msgpack.unpackb(raw, raw=False))
+    except Exception:
+        log.error("store: ignoring a snapshot entry that is not a tick: %r", raw[:80])
+        return None
 
 
 class RedisStore:
@@ -92,7 +100,8 @@ class RedisStore:
         if not symbols:
             return {}
         raws: list[bytes | None] = await self.redis.hmget(self.snapshot_key, list(symbols))  # type: ignore[assignment]
-        return {s: _decode(raw) for s, raw in zip(symbols, raws, strict=True) if raw is not None}
+        found = ((s, _decode(raw)) for s, raw in zip(symbols, raws, strict=True) if raw is not None)
+        return {s: tick for s, tick in found if tick is not None}
 
     async def catalog(self) -> dict[str, EncodedTick | None]:
         async with self.redis.pipeline(transaction=False) as pipe:

@@ -27,6 +27,7 @@ async def symbols(request: HttpRequest) -> JsonResponse:
 async def healthz(request: HttpRequest) -> JsonResponse:
     """200 when the store (Redis) answers and the hub's channel-layer receiver runs; 503 otherwise."""
     checks: dict[str, str] = {}
+    info: dict[str, float] = {}
     try:
         await asyncio.wait_for(runtime.get_store().ping(), 1.0)
         checks["store"] = "ok"
@@ -36,10 +37,13 @@ async def healthz(request: HttpRequest) -> JsonResponse:
         try:
             hub = await asyncio.wait_for(runtime.get_hub(), 2.0)
             checks["layer"] = "ok" if hub.alive else "failed: receiver stopped"
+            if hub.last_message is not None:  # information: an idle hub gets no messages
+                info["last_message_age_s"] = round(hub.clock() - hub.last_message, 3)
         except Exception as exc:
             checks["layer"] = f"failed: {type(exc).__name__}: {exc}"
     ok = all(v == "ok" for v in checks.values())
-    return JsonResponse({"status": "ok" if ok else "unavailable", "checks": checks}, status=200 if ok else 503)
+    body = {"status": "ok" if ok else "unavailable", "checks": checks, **info}
+    return JsonResponse(body, status=200 if ok else 503)
 
 
 async def metrics_view(request: HttpRequest) -> HttpResponse:
