@@ -243,3 +243,49 @@ async def test_a_waiting_subscriber_gets_the_newest_tick_not_the_previous_one() 
     assert pending(a) == [("AAPL", 3)], "and it stays in step afterwards"
     assert not hub.buckets["AAPL"][T].waiting
     await hub.stop()
+
+
+class QueueLayer(FakeLayer):
+    """A layer whose hub channel yields the messages put into `inbox`."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.inbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+
+    async def receive(self, channel: str) -> dict[str, Any]:
+        return await self.inbox.get()
+
+
+async def test_a_malformed_message_is_dropped_and_the_next_tick_still_arrives() -> None:
+    layer = QueueLayer()
+    hub = Hub(layer, MemoryStore(), "tick", clock=Clock())
+    await hub.start()
+    a = conn()
+    hub.add(a, ["AAPL"], 0)
+    layer.inbox.put_nowait({"type": "tick", "s": "AAPL"})  # no seq, no bytes
+    layer.inbox.put_nowait(t("AAPL", 1).to_message())
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert hub.bad_messages == 1
+    assert a.outbox.last_seq == {"AAPL": 1}, "the next tick reached the outbox at once, not after a pause"
+    await hub.stop()
+
+
+async def test_one_failing_connection_does_not_starve_the_others_in_a_flush() -> None:
+    hub, _, _ = await make_hub()
+    sent: list[bytes] = []
+
+    async def send(frame: bytes) -> None:
+        sent.append(frame)
+
+    def broken() -> bool:
+        raise RuntimeError("boom")
+
+    bad = Connection(CODEC["msgpack"], noop, max_pending=10, writable=broken)
+    good = Connection(CODEC["msgpack"], send, max_pending=10, writable=lambda: True)
+    hub.add(bad, ["AAPL"], 0)
+    hub.add(good, ["AAPL"], 0)
+    hub.on_tick(t("AAPL", 1))
+    await hub._flush()
+    assert len(sent) == 1 and not good.dirty and not bad.dirty
+    await hub.stop()

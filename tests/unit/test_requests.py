@@ -94,3 +94,11 @@ def test_group_names_are_distinct_and_valid() -> None:
     names = {group_name("tick", s) for s in ["A/B", "A_SB", "A:B", "A_CB", "A_B", "A__B"]}
     assert len(names) == 6
     assert all(n.replace(".", "").replace("_", "").replace("-", "").isalnum() for n in names)
+
+
+def test_request_symbols_are_normalized_once_in_order() -> None:
+    from consumers.consumer import normalized
+
+    symbols, rejected = normalized(["msft", "AAPL", "MSFT", "bad sym", 7, "aapl", "EUR/USD"])
+    assert symbols == ["MSFT", "AAPL", "EUR/USD"]
+    assert rejected == {"bad sym": "bad_symbol", "7": "bad_symbol"}
