@@ -17,6 +17,13 @@ $(VENV)/.installed-dev: pyproject.toml $(VENV)/.installed
 	$(PY) -m pip install -q -e '.[dev]'
 	touch $@
 
+# The browser tests use Debian's Chromium (never a downloaded one).
+CHROMIUM := /usr/bin/chromium
+$(CHROMIUM):
+	@[ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null || { \
+	  echo "The browser tests need Chromium: run 'apt-get install -y chromium' as root"; exit 1; }
+	apt-get install -y -q chromium || { apt-get update -q && apt-get install -y -q chromium; }
+
 install: $(VENV)/.installed
 install-dev: $(VENV)/.installed-dev
 
@@ -24,8 +31,8 @@ install-dev: $(VENV)/.installed-dev
 run: install
 	$(PY) -m marketstream.serve --host 127.0.0.1 --port $(PORT)
 
-## Lint, type-check and run the whole suite against the Redis on 127.0.0.1:6379
-test: install-dev
+## Lint, type-check and run the whole suite against the Redis on 127.0.0.1:6379 (and Chromium)
+test: install-dev $(CHROMIUM)
 	@$(REDIS_CHECK) 2>/dev/null || { echo "Redis is not answering on 127.0.0.1:6379. Start it with:"; \
 	  echo '  redis-server --daemonize yes --bind 127.0.0.1 -::1 --port 6379 --save "" --appendonly no'; exit 1; }
 	$(VENV)/bin/ruff check .

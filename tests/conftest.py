@@ -9,3 +9,5 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "marketstream.settings")
 import django
 
 django.setup()
+
+pytest_plugins = ("tests.embedded",)  # the embedded_hub fixture
