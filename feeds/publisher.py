@@ -18,7 +18,7 @@ from typing import Any
 from channels_redis.pubsub import RedisPubSubChannelLayer
 
 from feeds.simulated import Quote
-from marketstream.store import MemoryStore, RedisStore, Store
+from marketstream.store import RedisStore, Store
 from marketstream.symbols import group_name
 from marketstream.tick import EncodedTick, Tick, now_ns
 
@@ -58,11 +58,7 @@ class Publisher:
         if isinstance(self.store, RedisStore) and isinstance(self.layer, RedisPubSubChannelLayer):
             await self._publish_pipelined(self.store, self.layer, ticks)
         else:
-            if isinstance(self.store, MemoryStore):
-                self.store.save(ticks)
-            elif isinstance(self.store, RedisStore):
-                await self.store.register({t.symbol for t in ticks})
-                await self.store.redis.hset(self.store.snapshot_key, mapping={t.symbol: t.msgpack for t in ticks})
+            await self.store.save(ticks)
             for tick in ticks:
                 await self.layer.group_send(group_name(self.group_prefix, tick.symbol), tick.to_message())
         self.published += len(ticks)
@@ -73,9 +69,7 @@ class Publisher:
     ) -> None:
         loop_layer = layer._get_layer()
         async with store.redis.pipeline(transaction=True) as pipe:
-            # the catalog again with every batch: a Redis that lost its data gets it back
-            pipe.sadd(store.catalog_key, *{t.symbol for t in ticks})
-            pipe.hset(store.snapshot_key, mapping={t.symbol: t.msgpack for t in ticks})
+            store.queue_save(pipe, ticks)
             for tick in ticks:
                 channel = loop_layer._get_group_channel_name(group_name(self.group_prefix, tick.symbol))
                 pipe.publish(channel, layer.serialize(tick.to_message()))

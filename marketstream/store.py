@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Sequence
-from typing import Protocol
+from typing import Any, Protocol
 
 import msgpack
 from redis import asyncio as aioredis
@@ -31,6 +31,9 @@ class Store(Protocol):
 
     async def known(self, symbols: Sequence[str]) -> list[bool]:
         """For each symbol, whether it is in the catalog."""
+
+    async def save(self, ticks: Sequence[EncodedTick]) -> None:
+        """Store ticks as their symbols' snapshots (and keep the symbols in the catalog)."""
 
     async def snapshots(self, symbols: Sequence[str]) -> dict[str, EncodedTick]:
         """The last tick of each of `symbols` that has one."""
@@ -55,8 +58,9 @@ class MemoryStore:
     async def known(self, symbols: Sequence[str]) -> list[bool]:
         return [s in self.symbols for s in symbols]
 
-    def save(self, ticks: Iterable[EncodedTick]) -> None:
+    async def save(self, ticks: Sequence[EncodedTick]) -> None:
         for tick in ticks:
+            self.symbols.add(tick.symbol)
             self.last[tick.symbol] = tick
 
     async def snapshots(self, symbols: Sequence[str]) -> dict[str, EncodedTick]:
@@ -95,6 +99,18 @@ class RedisStore:
         if not symbols:
             return []
         return [bool(x) for x in await self.redis.smismember(self.catalog_key, list(symbols))]
+
+    def queue_save(self, pipe: Any, ticks: Sequence[EncodedTick]) -> None:
+        """Add `save`'s commands to a pipeline (the publisher's MULTI)."""
+        # the catalog again with every batch: a Redis that lost its data gets it back
+        pipe.sadd(self.catalog_key, *{t.symbol for t in ticks})
+        pipe.hset(self.snapshot_key, mapping={t.symbol: t.msgpack for t in ticks})
+
+    async def save(self, ticks: Sequence[EncodedTick]) -> None:
+        if ticks:
+            async with self.redis.pipeline(transaction=True) as pipe:
+                self.queue_save(pipe, ticks)
+                await pipe.execute()
 
     async def snapshots(self, symbols: Sequence[str]) -> dict[str, EncodedTick]:
         if not symbols:
