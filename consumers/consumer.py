@@ -102,6 +102,7 @@ class StreamConsumer(AsyncWebsocketConsumer):
 
     async def websocket_connect(self, message: dict[str, Any]) -> None:
         self._gone: asyncio.Future[None] | None = None  # made by a close that waits for the disconnect
+        self._disconnected = False
         try:
             codec_name, subprotocol = negotiate(self.scope)
         except ValueError as exc:
@@ -186,6 +187,8 @@ class StreamConsumer(AsyncWebsocketConsumer):
         await self.conn.stop()
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self.close(code), CLOSE_GRACE)
+        if self._disconnected:
+            return
         with contextlib.suppress(TimeoutError):
             self._gone = asyncio.get_running_loop().create_future()
             await asyncio.wait_for(self._gone, CLOSE_GRACE)
@@ -324,6 +327,7 @@ class StreamConsumer(AsyncWebsocketConsumer):
         conn.reply({"type": "ack", "id": request.id, "op": "unsubscribe", "symbols": symbols, "rejected": rejected})
 
     async def websocket_disconnect(self, message: dict[str, Any]) -> None:
+        self._disconnected = True
         if self._gone is not None and not self._gone.done():
             self._gone.set_result(None)
         conn = getattr(self, "conn", None)
