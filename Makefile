@@ -8,6 +8,8 @@ REDIS_CHECK := $(PY) -c "import redis,sys; redis.Redis(host='127.0.0.1', port=63
 .PHONY: run test lint fmt install install-dev bench clean
 
 $(VENV)/.installed: pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { \
+	  echo "marketstream needs Python 3.11 or newer: run 'make PYTHON=python3.11 ...'"; exit 1; }
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e .
