@@ -10,7 +10,6 @@ import contextlib
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -25,6 +24,8 @@ from typing import Any
 
 import pytest
 import redis
+
+from loadtest.services import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 REDIS_URL = "redis://127.0.0.1:6379/0"
@@ -54,13 +55,6 @@ def delete_prefix_keys(prefix: str, url: str = REDIS_URL) -> None:
         client.delete(f"{prefix}:catalog", f"{prefix}:snapshot")
     finally:
         client.close()
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def http_get(port: int, path: str, timeout: float = 5.0) -> tuple[int, str, str]:
