@@ -118,7 +118,14 @@ class StreamConsumer(AsyncWebsocketConsumer):
             return
         self.store = self.hub.store
         session = uuid.uuid4().hex[:16]
-        self.conn = Connection(CODEC[codec_name], self._send_frame, runtime.config("MAX_PENDING"), session, self._kill)
+        self.conn = Connection(
+            CODEC[codec_name],
+            self._send_frame,
+            runtime.config("MAX_PENDING"),
+            session,
+            self._kill,
+            clock=self.hub.clock,
+        )
         await self.accept(subprotocol)
         self._limit_send_buffer()
         transport = self._transport()

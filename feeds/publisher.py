@@ -31,7 +31,6 @@ class Publisher:
         self.store = store
         self.group_prefix = group_prefix
         self.seq: dict[str, int] = {}
-        self.published = 0
 
     async def prepare(self, symbols: Sequence[str]) -> None:
         """Register `symbols` in the catalog and continue their seq from the snapshots."""
@@ -61,7 +60,6 @@ class Publisher:
             await self.store.save(ticks)
             for tick in ticks:
                 await self.layer.group_send(group_name(self.group_prefix, tick.symbol), tick.to_message())
-        self.published += len(ticks)
         return ticks
 
     async def _publish_pipelined(

@@ -23,11 +23,13 @@ async def run_feed(
     duration: float | None = None,
     max_ticks: int | None = None,
     opening: bool = True,
+    ready: asyncio.Event | None = None,
 ) -> int:
     """Publish `rate` ticks per second (over all symbols) until `stop` is set, `duration`
     seconds pass or `max_ticks` are sent. Returns the number of ticks published after
     the opening: with `opening`, one tick per symbol first, so every symbol has a
-    snapshot from the start.
+    snapshot from the start. `ready` is set once the symbols are in the catalog and the
+    opening is published.
 
     Falling behind by more than a second's worth of ticks is reported in the log, with
     the rate actually reached; the feed then catches up without bursting past a second.
@@ -37,6 +39,8 @@ async def run_feed(
     await publisher.prepare([i.symbol for i in feed.instruments])
     if opening:
         await publisher.publish(feed.opening())
+    if ready is not None:
+        ready.set()
     step = max(STEP, min(1.0, 1.0 / rate))
     burst = max(1, int(rate))  # the most one batch may carry: a second's worth
     start = time.monotonic()

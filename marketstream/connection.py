@@ -36,6 +36,7 @@ class Connection:
         "_task",
         "behind_since",
         "busy_since",
+        "clock",
         "closed",
         "codec",
         "dirty",
@@ -58,6 +59,7 @@ class Connection:
         session: str = "",
         kill: Callable[[int], None] | None = None,
         writable: Callable[[], bool] | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.codec = codec
         self.outbox = Outbox(max_pending)
@@ -75,6 +77,7 @@ class Connection:
         # True when a send would not wait (the socket's write buffer is empty); without
         # it, every frame goes through a writer task
         self.writable: Callable[[], bool] = writable or _never
+        self.clock = clock  # the hub's clock: `is_behind` compares with it
         self._send = send
         self._task: asyncio.Task[None] | None = None
 
@@ -113,13 +116,19 @@ class Connection:
         closed with 1013 like any slow client.
         """
         if len(self.outbox.controls) >= MAX_CONTROLS:
-            if self.kill is not None and not self.closed:
-                log.warning("closing %s: %d replies unread (1013)", self.session, MAX_CONTROLS)
-                self.closed = True
-                self.kill(1013)
+            self.give_up(f"{MAX_CONTROLS} replies unread")
             return
         self.outbox.add_control(self.codec.message(message))
         self.wake()
+
+    def give_up(self, reason: str) -> None:
+        """The client is too slow: stop sending and have it closed with 1013 (once)."""
+        if self.closed:
+            return
+        self.closed = True
+        log.warning("closing slow client %s (1013): %s", self.session, reason)
+        if self.kill is not None:
+            self.kill(1013)
 
     def is_behind(self, now: float, timeout: float) -> bool:
         """True when the client has stayed behind (conflating or stuck in a send) for `timeout` s."""
@@ -151,14 +160,14 @@ class Connection:
                 self.wake()
                 break
             if outbox.conflations and self.behind_since is None:
-                self.behind_since = time.monotonic()
+                self.behind_since = self.clock()
             if outbox.controls:
                 frame = outbox.take_control()
             else:
                 ticks = outbox.take_ticks()
                 frame = self.codec.ticks(ticks)
                 self.ticks_sent += len(ticks)
-            self.busy_since = time.monotonic()
+            self.busy_since = self.clock()
             try:
                 await send(frame)
             except Exception as exc:  # the peer went away: the disconnect event cleans up

@@ -188,21 +188,13 @@ class Hub:
         for conn in dirty:
             try:
                 if conn.is_behind(now, timeout):
-                    self._slow(conn)
+                    conn.give_up(f"behind for more than {timeout:g} s")
                 elif conn.ready():
                     await conn.drain(direct=True)
                 else:
                     conn.wake()
             except Exception:
                 log.exception("hub: flushing connection %s failed", conn.session)
-
-    def _slow(self, conn: Connection) -> None:
-        if conn.closed:
-            return
-        conn.closed = True
-        log.warning("hub: closing slow client %s (1013)", conn.session)
-        if conn.kill is not None:
-            conn.kill(1013)
 
     def _fire(self, interval: Interval) -> None:
         """End of an interval: put each bucket's newest tick into its subscribers' outboxes.

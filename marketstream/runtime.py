@@ -117,10 +117,15 @@ class EmbeddedFeed:
         seed = int(raw_seed) if raw_seed else None
         feed = SimulatedFeed(DEFAULT_UNIVERSE, seed=seed)
         publisher = Publisher(get_channel_layer(), get_store(), GROUP_PREFIX)
-        await publisher.prepare([i.symbol for i in feed.instruments])
-        await publisher.publish(feed.opening())  # every symbol has a snapshot before the first client
         rate = float(config("EMBEDDED_FEED_RATE"))
-        self.task = asyncio.get_running_loop().create_task(run_feed(feed, publisher, rate, self.stop, opening=False))
+        ready = asyncio.Event()
+        self.task = asyncio.get_running_loop().create_task(run_feed(feed, publisher, rate, self.stop, ready=ready))
+        # serve once every symbol is in the catalog with a snapshot (or the feed failed)
+        waiter = asyncio.ensure_future(ready.wait())
+        await asyncio.wait([self.task, waiter], return_when=asyncio.FIRST_COMPLETED)
+        waiter.cancel()
+        if self.task.done():
+            self.task.result()  # raises why the feed stopped
         log.info("embedded feed: %d symbols at %.0f ticks/s (no REDIS_URL)", len(feed.instruments), rate)
 
     async def close(self) -> None:

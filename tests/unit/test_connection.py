@@ -5,7 +5,7 @@ from __future__ import annotations
 import msgpack
 
 from marketstream.codec import CODEC
-from marketstream.connection import Connection
+from marketstream.connection import MAX_CONTROLS, Connection
 from marketstream.tick import EncodedTick
 
 
@@ -56,3 +56,17 @@ async def test_a_failed_send_closes_quietly() -> None:
     conn.reply({"type": "pong"})
     await conn.drain()
     assert conn.closed
+
+
+async def test_a_client_that_lets_replies_pile_up_is_closed_once_with_1013() -> None:
+    killed: list[int] = []
+    conn = Connection(CODEC["msgpack"], broken_never_called, max_pending=10, kill=killed.append)
+    conn.held += 1  # nothing leaves, as for a client whose socket is full
+    for i in range(MAX_CONTROLS + 5):
+        conn.reply({"type": "pong", "id": i})
+    assert killed == [1013]
+    assert conn.closed and len(conn.outbox.controls) == MAX_CONTROLS
+
+
+async def broken_never_called(frame: bytes) -> None:
+    raise AssertionError("nothing is sent while the connection is held")
