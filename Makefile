@@ -3,9 +3,11 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PORT ?= 8000
+# the whole tree, then --strict on the framework-free core and the tests' support code
+MYPY := $(VENV)/bin/mypy . && $(VENV)/bin/mypy --strict marketstream/core tests/support
 REDIS_CHECK := $(PY) -c "import redis,sys; redis.Redis(host='127.0.0.1', port=6379, socket_connect_timeout=2).ping()"
 
-.PHONY: run test lint fmt install install-dev bench clean
+.PHONY: run test lint fmt install install-dev install-load clean
 
 $(VENV)/.installed: pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { \
@@ -26,8 +28,14 @@ $(CHROMIUM):
 	  echo "The browser tests need Chromium: run 'apt-get install -y chromium' as root"; exit 1; }
 	apt-get install -y -q chromium || { apt-get update -q && apt-get install -y -q chromium; }
 
+$(VENV)/.installed-load: pyproject.toml $(VENV)/.installed
+	$(PY) -m pip install -q -e '.[load]'
+	touch $@
+
 install: $(VENV)/.installed
 install-dev: $(VENV)/.installed-dev
+## The load-test tools (locust, websocket-client, websockets, psutil) into .venv
+install-load: $(VENV)/.installed-load
 
 ## Serve the hub with a simulated feed on the embedded default: http://127.0.0.1:$(PORT)
 run: install
@@ -39,13 +47,13 @@ test: install-dev $(CHROMIUM)
 	  echo '  redis-server --daemonize yes --bind 127.0.0.1 -::1 --port 6379 --save "" --appendonly no'; exit 1; }
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(VENV)/bin/mypy .
+	$(MYPY)
 	$(PY) -m pytest
 
 lint: install-dev
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(VENV)/bin/mypy .
+	$(MYPY)
 
 fmt: install-dev
 	$(VENV)/bin/ruff format .

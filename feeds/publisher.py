@@ -1,35 +1,30 @@
-"""The publisher: stamps, sequences, stores and sends ticks. The only encoder of ticks.
+"""The publisher: stamps, sequences and publishes ticks. The only encoder of ticks.
 
 For each quote: stamp `ts`, assign the symbol's next `seq`, encode the tick once (both
-codecs), save it as the symbol's snapshot, then send it to the symbol's group. Seq
-continues from the stored snapshot, so it survives restarts of the feed.
-
-With Redis and the pub/sub layer a batch is one round trip: a MULTI with the snapshot
-HSET first and one PUBLISH per tick, in the layer's own message format and channel
-names, so every hub's layer receives them as if from `group_send`.
+codecs), and hand the batch to the tick transport, which saves the snapshots and sends
+the ticks as one step. Seq continues from the stored snapshot, so it survives restarts
+of the feed.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from typing import Any
-
-from channels_redis.pubsub import RedisPubSubChannelLayer
 
 from feeds.simulated import Quote
-from marketstream.store import RedisStore, Store
-from marketstream.symbols import group_name
-from marketstream.tick import EncodedTick, Tick, now_ns
+from marketstream.core.store import Store
+from marketstream.core.tick import EncodedTick, Tick, now_ns
+from marketstream.core.transport import TickTransport
 
 log = logging.getLogger(__name__)
 
 
 class Publisher:
-    def __init__(self, layer: Any, store: Store, group_prefix: str) -> None:
-        self.layer = layer
+    """Publishes quotes as ticks through `transport`; reads seq from `store` at `prepare`."""
+
+    def __init__(self, store: Store, transport: TickTransport) -> None:
         self.store = store
-        self.group_prefix = group_prefix
+        self.transport = transport
         self.seq: dict[str, int] = {}
 
     async def prepare(self, symbols: Sequence[str]) -> None:
@@ -40,6 +35,7 @@ class Publisher:
             self.seq[symbol] = snapshots[symbol].seq if symbol in snapshots else 0
 
     def stamp(self, quotes: Sequence[Quote]) -> list[EncodedTick]:
+        """Quotes as ticks with `ts` and the next seq of their symbol, encoded once."""
         ts = now_ns()
         ticks = []
         for symbol, price, size, bid, ask in quotes:
@@ -52,23 +48,6 @@ class Publisher:
     async def publish(self, quotes: Sequence[Quote]) -> list[EncodedTick]:
         """Publish a batch of quotes as ticks; returns them."""
         ticks = self.stamp(quotes)
-        if not ticks:
-            return ticks
-        if isinstance(self.store, RedisStore) and isinstance(self.layer, RedisPubSubChannelLayer):
-            await self._publish_pipelined(self.store, self.layer, ticks)
-        else:
-            await self.store.save(ticks)
-            for tick in ticks:
-                await self.layer.group_send(group_name(self.group_prefix, tick.symbol), tick.to_message())
+        if ticks:
+            await self.transport.publish(ticks)
         return ticks
-
-    async def _publish_pipelined(
-        self, store: RedisStore, layer: RedisPubSubChannelLayer, ticks: list[EncodedTick]
-    ) -> None:
-        loop_layer = layer._get_layer()
-        async with store.redis.pipeline(transaction=True) as pipe:
-            store.queue_save(pipe, ticks)
-            for tick in ticks:
-                channel = loop_layer._get_group_channel_name(group_name(self.group_prefix, tick.symbol))
-                pipe.publish(channel, layer.serialize(tick.to_message()))
-            await pipe.execute()

@@ -78,7 +78,6 @@ def parser() -> argparse.ArgumentParser:
         p.add_argument(option, dest=name, type=kind, default=None, help=f"{text} (overrides the preset)")
     p.add_argument("--baseline", action="store_true", help="also run the seed pattern and report the CPU ratio")
     p.add_argument("--baseline-only", action="store_true", help="run only the seed pattern")
-    p.add_argument("--layer", choices=("pubsub", "core"), default="pubsub", help="channel layer of our hub")
     p.add_argument(
         "--baseline-layer", choices=("core", "pubsub"), default="core", help="channel layer of the seed pattern"
     )

@@ -1,12 +1,15 @@
-"""ASGI entry point: `uvicorn marketstream.asgi:application`.
+"""ASGI entry point: `uvicorn marketstream.asgi:application` (see `marketstream.serve`).
 
-HTTP goes to Django; `/ws/...` to the consumers; the lifespan starts the embedded feed
-when there is no REDIS_URL.
+HTTP goes to Django; `/ws/...` to the consumers. The lifespan builds the process's
+services (`wiring.Services`: layer, store, transport, hub, and the embedded feed when
+there is no REDIS_URL) and hands them out in the lifespan state, which the server copies
+into every connection's scope: `scope["state"]["hub"]` for consumers,
+`scope["state"]["services"]` for views. The server must support lifespan state
+(uvicorn does).
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 from typing import Any
@@ -19,37 +22,33 @@ django_app = get_asgi_application()
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 
 from consumers.routing import websocket_urlpatterns  # noqa: E402
-from marketstream import runtime  # noqa: E402
+from marketstream.wiring import Services  # noqa: E402
 
 log = logging.getLogger(__name__)
 
 
 async def lifespan(scope: dict[str, Any], receive: Any, send: Any) -> None:
-    """Start the embedded feed at startup (embedded default only), stop it at shutdown."""
-    feed: runtime.EmbeddedFeed | None = None
+    """Build and start the services at startup, stop them at shutdown."""
+    services: Services | None = None
     while True:
         message = await receive()
         if message["type"] == "lifespan.startup":
+            if "state" not in scope:
+                reason = "this ASGI server has no lifespan state; serve with `python -m marketstream.serve` (uvicorn)"
+                await send({"type": "lifespan.startup.failed", "message": reason})
+                return
             try:
-                if runtime.embedded():
-                    feed = runtime.EmbeddedFeed()
-                    await feed.start()
+                services = Services.build()
+                await services.start()
             except Exception as exc:
                 log.exception("startup failed")
                 await send({"type": "lifespan.startup.failed", "message": str(exc)})
                 return
-            try:
-                if runtime.uses_hub():
-                    await asyncio.wait_for(runtime.get_hub(), 5.0)
-            except Exception as exc:  # serve anyway: /healthz says 503 and the hub retries per connection
-                log.error("the hub cannot reach its channel layer yet: %s", exc)
+            scope["state"].update(services=services, hub=services.hub)
             await send({"type": "lifespan.startup.complete"})
         elif message["type"] == "lifespan.shutdown":
-            if feed is not None:
-                await feed.close()
-            hub = runtime.current_hub()
-            if hub is not None:
-                await hub.stop()
+            if services is not None:
+                await services.stop()
             await send({"type": "lifespan.shutdown.complete"})
             return
 

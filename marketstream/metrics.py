@@ -8,7 +8,8 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from marketstream.hub import Hub
+from marketstream.core.closes import Close
+from marketstream.core.hub import Hub
 
 
 class HubCollector(Collector):
@@ -25,7 +26,7 @@ class HubCollector(Collector):
             value=sum(len(c.subscriptions) for c in conns),
         )
         yield GaugeMetricFamily(
-            "marketstream_symbols_joined", "Symbols this hub receives", value=len(hub.joined) if hub else 0
+            "marketstream_symbols_joined", "Symbols this hub receives", value=len(hub.membership.joined) if hub else 0
         )
         yield GaugeMetricFamily(
             "marketstream_outbox_ticks", "Ticks pending in outboxes", value=sum(len(c.outbox) for c in conns)
@@ -33,23 +34,25 @@ class HubCollector(Collector):
         yield CounterMetricFamily(
             "marketstream_ticks_received",
             "Ticks received from the channel layer",
-            value=hub.ticks_received if hub else 0,
+            value=hub.stats.ticks_received if hub else 0,
         )
         yield CounterMetricFamily(
             "marketstream_ticks_sent",
             "Ticks sent to clients",
-            value=(hub.closed_ticks_sent if hub else 0) + sum(c.ticks_sent for c in conns),
+            value=(hub.stats.ticks_sent_closed if hub else 0) + sum(c.ticks_sent for c in conns),
         )
         yield CounterMetricFamily(
             "marketstream_frames_sent",
             "Frames sent to clients",
-            value=(hub.closed_frames if hub else 0) + sum(c.frames for c in conns),
+            value=(hub.stats.frames_closed if hub else 0) + sum(c.frames for c in conns),
         )
         yield CounterMetricFamily(
-            "marketstream_slow_closes", "Connections closed with 1013 as slow", value=hub.slow_closes if hub else 0
+            "marketstream_slow_closes",
+            "Connections closed with 1013 as slow",
+            value=hub.stats.closes[Close.TRY_AGAIN_LATER] if hub else 0,
         )
         yield CounterMetricFamily(
-            "marketstream_layer_errors", "Channel-layer receive errors", value=hub.layer_errors if hub else 0
+            "marketstream_layer_errors", "Channel-layer receive errors", value=hub.stats.transport_errors if hub else 0
         )
 
 

@@ -90,11 +90,8 @@ MARKETSTREAM: dict[str, Any] = {
     "FLUSH_MS": env_float("MARKETSTREAM_FLUSH_MS", 0.0),
     # the simulated feed that runs inside the server on the embedded default
     "EMBEDDED_FEED_RATE": env_float("MARKETSTREAM_EMBEDDED_FEED_RATE", 40.0),
-    # "hub" (ours) or "seed" (the seed tutorial's pattern, the benchmarks' baseline)
-    "CONSUMER": os.environ.get("MARKETSTREAM_CONSUMER", "hub"),
 }
 
-_layer = os.environ.get("MARKETSTREAM_LAYER", "pubsub")  # "pubsub", or "core" for the baseline
 _redis_host = {
     "address": REDIS_URL,
     # redis-py >= 8 defaults to a 5 s socket timeout, which breaks the layer's blocking reads
@@ -106,13 +103,6 @@ if not REDIS_URL:
         "default": {
             "BACKEND": "channels.layers.InMemoryChannelLayer",
             "CONFIG": {"capacity": 100_000, "group_expiry": 10**9},
-        }
-    }
-elif _layer == "core":
-    CHANNEL_LAYERS = {
-        "default": {
-            "BACKEND": "channels_redis.core.RedisChannelLayer",
-            "CONFIG": {"hosts": [_redis_host], "prefix": MARKETSTREAM["PREFIX"], "capacity": 10_000},
         }
     }
 else:

@@ -12,14 +12,16 @@ import signal
 from typing import Any
 
 from channels.layers import get_channel_layer
+from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from feeds.publisher import Publisher
 from feeds.runner import run_feed
 from feeds.simulated import SimulatedFeed
 from feeds.universe import DEFAULT_UNIVERSE, by_symbols, generated
-from marketstream import runtime
-from marketstream.symbols import normalize
+from marketstream.adapters import redis_store
+from marketstream.adapters.transport import transport_for
+from marketstream.core.symbols import normalize
 
 log = logging.getLogger("feeds")
 
@@ -40,7 +42,7 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
-        if runtime.embedded():
+        if not settings.REDIS_URL:
             raise CommandError(
                 "runfeed publishes through Redis: set REDIS_URL (the embedded default runs its feed inside the server)"
             )
@@ -70,7 +72,9 @@ class Command(BaseCommand):
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        publisher = Publisher(get_channel_layer(), runtime.get_store(), runtime.GROUP_PREFIX)
+        # this command's own layer, store and transport (the server builds its own in its lifespan)
+        store = redis_store.RedisStore(redis_store.connect(settings.REDIS_URL), settings.MARKETSTREAM["PREFIX"])
+        publisher = Publisher(store, transport_for(get_channel_layer(), store))
         log.info("runfeed: %d symbols at %.0f ticks/s", len(feed.instruments), options["rate"])
         self.stdout.write(f"runfeed: {len(feed.instruments)} symbols at {options['rate']:.0f} ticks/s", ending="\n")
         self.stdout.flush()

@@ -1,76 +1,40 @@
-"""Where snapshots, seq and the catalog live: Redis in production, memory when embedded.
+"""The Redis store: snapshots and catalog shared by every hub and feed with one prefix.
 
 Redis layout under the key prefix P (``MARKETSTREAM_PREFIX``):
 
 - ``P:catalog``  set of the symbols the hub knows;
 - ``P:snapshot`` hash symbol -> the symbol's last tick (msgpack). Its seq is where a
   restarted feed continues, so seq survives restarts of feeds and hubs.
-
-The publisher writes a tick's snapshot before it publishes the tick, in one
-transaction; a hub that joins the group first and reads the snapshot second therefore
-never misses a tick (PROTOCOL.md: snapshot and live stream meet without races).
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Sequence
-from typing import Any, Protocol
+from typing import Any
 
 import msgpack
 from redis import asyncio as aioredis
 
-from marketstream.tick import EncodedTick
+from marketstream.core.tick import EncodedTick
 
 log = logging.getLogger(__name__)
 
 
-class Store(Protocol):
-    async def register(self, symbols: Iterable[str]) -> None:
-        """Add symbols to the catalog."""
-
-    async def known(self, symbols: Sequence[str]) -> list[bool]:
-        """For each symbol, whether it is in the catalog."""
-
-    async def save(self, ticks: Sequence[EncodedTick]) -> None:
-        """Store ticks as their symbols' snapshots (and keep the symbols in the catalog)."""
-
-    async def snapshots(self, symbols: Sequence[str]) -> dict[str, EncodedTick]:
-        """The last tick of each of `symbols` that has one."""
-
-    async def catalog(self) -> dict[str, EncodedTick | None]:
-        """Every symbol of the catalog with its last tick (None before the first)."""
-
-    async def ping(self) -> None:
-        """Raise when the store does not work."""
-
-
-class MemoryStore:
-    """The embedded default: one process, no Redis."""
-
-    def __init__(self) -> None:
-        self.symbols: set[str] = set()
-        self.last: dict[str, EncodedTick] = {}
-
-    async def register(self, symbols: Iterable[str]) -> None:
-        self.symbols.update(symbols)
-
-    async def known(self, symbols: Sequence[str]) -> list[bool]:
-        return [s in self.symbols for s in symbols]
-
-    async def save(self, ticks: Sequence[EncodedTick]) -> None:
-        for tick in ticks:
-            self.symbols.add(tick.symbol)
-            self.last[tick.symbol] = tick
-
-    async def snapshots(self, symbols: Sequence[str]) -> dict[str, EncodedTick]:
-        return {s: self.last[s] for s in symbols if s in self.last}
-
-    async def catalog(self) -> dict[str, EncodedTick | None]:
-        return {s: self.last.get(s) for s in sorted(self.symbols)}
-
-    async def ping(self) -> None:
-        return None
+def connect(url: str) -> aioredis.Redis:
+    """A Redis client for the store (snapshots, catalog): a blocking pool and a 5 s
+    socket timeout (the channel layer has its own client, without one)."""
+    # A blocking pool: a burst of requests waits for a free connection instead of failing
+    # with MaxConnectionsError (redis-py's default pool raises at its limit).
+    pool = aioredis.BlockingConnectionPool.from_url(
+        url,
+        max_connections=64,
+        timeout=5,
+        socket_connect_timeout=2.0,
+        socket_timeout=5.0,
+        health_check_interval=10,
+    )
+    return aioredis.Redis(connection_pool=pool)
 
 
 def _decode(raw: bytes) -> EncodedTick | None:

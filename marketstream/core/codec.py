@@ -14,7 +14,7 @@ from typing import Any, Literal
 import msgpack
 import orjson
 
-from marketstream.tick import EncodedTick
+from marketstream.core.tick import EncodedTick
 
 CodecName = Literal["msgpack", "json"]
 CODECS: tuple[CodecName, ...] = ("msgpack", "json")

@@ -16,14 +16,3 @@ def normalize(value: object) -> str | None:
         return None
     upper = value.upper()
     return upper if _SYMBOL.fullmatch(upper) else None
-
-
-def group_name(prefix: str, symbol: str) -> str:
-    """The channel-layer group of a symbol.
-
-    Channels allows only ASCII alphanumerics, hyphens, underscores and periods in
-    group names, so the characters ``/`` and ``:`` are escaped (``/`` -> ``_s``,
-    ``:`` -> ``_c``, ``_`` -> ``__``): the mapping is one-to-one.
-    """
-    escaped = symbol.replace("_", "__").replace("/", "_s").replace(":", "_c")
-    return f"{prefix}.{escaped}"

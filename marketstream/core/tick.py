@@ -49,15 +49,6 @@ class EncodedTick:
             orjson.dumps(tick),
         )
 
-    def to_message(self) -> dict[str, Any]:
-        """The channel-layer message that carries this tick to every hub."""
-        return {"type": "tick", "s": self.symbol, "q": self.seq, "m": self.msgpack, "j": self.json}
-
-    @classmethod
-    def from_message(cls, message: dict[str, Any]) -> EncodedTick:
-        """Inverse of `to_message`; raises KeyError/TypeError on a malformed message."""
-        return cls(message["s"], int(message["q"]), message["m"], message["j"])
-
     def decode(self) -> Tick:
         """The tick as a dict (for HTTP views and tests; never on the tick path)."""
         tick: Tick = msgpack.unpackb(self.msgpack, raw=False)

@@ -3,7 +3,7 @@
 One channel per consumer, `group_add` per subscribed symbol, one layer message per tick
 per consumer, and `json.dumps` per consumer per tick. It speaks enough of PROTOCOL.md
 (JSON frames, welcome, subscribe/unsubscribe acks, ticks) for the load tests to drive
-it. Served instead of `StreamConsumer` when MARKETSTREAM_CONSUMER=seed.
+it. Served by `loadtest.seed.asgi`.
 """
 
 from __future__ import annotations
@@ -14,9 +14,9 @@ from typing import Any
 import msgpack
 from channels.generic.websocket import AsyncWebsocketConsumer
 
-from marketstream.runtime import GROUP_PREFIX
-from marketstream.symbols import group_name, normalize
-from marketstream.tick import now_ns
+from marketstream.adapters.transport import GROUP_PREFIX, group_name
+from marketstream.core.symbols import normalize
+from marketstream.core.tick import now_ns
 
 
 class SeedConsumer(AsyncWebsocketConsumer):

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from marketstream.tick import EncodedTick
+from marketstream.core.tick import EncodedTick
 
 
 class Outbox:

@@ -1,0 +1,224 @@
+"""A connection as the core sees it: subscriptions, outbox, and `drain`, which sends it.
+
+Framework-free: the edge (the consumer) hands the hub an async `send(bytes)`, a
+`closer(code, reason)` that closes the WebSocket, and a `writable()` hint, and gets a
+`Connection` back from `Hub.connect`. All frames of a connection leave through `drain`,
+one at a time, in outbox order, so a request's reply always precedes the frames that
+the request causes. `drain` runs in the hub's flush when the socket takes data at once,
+else in a writer task that exists only while the connection has a backlog.
+
+The edge reads `codec`, `limits`, `session`, `closed` and the counters, and calls
+`reply` and `close`; everything else is written by the core only (hub, fanout, throttle).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable, Iterator
+
+from marketstream.core.closes import Close
+from marketstream.core.codec import Codec
+from marketstream.core.limits import Limits
+from marketstream.core.outbox import Outbox
+from marketstream.core.stats import Stats
+
+log = logging.getLogger(__name__)
+
+Send = Callable[[bytes], Awaitable[None]]
+Closer = Callable[[Close, str], None]
+
+MAX_CONTROLS = 256  # unsent replies a connection may have before it counts as not reading
+
+
+def _never() -> bool:
+    return False
+
+
+def _no_closer(code: Close, reason: str) -> None:
+    return None
+
+
+class Connection:
+    """One client's state. `subscriptions` maps symbol -> effective throttle_ms."""
+
+    __slots__ = (
+        "_closer",
+        "_held",
+        "_send",
+        "_stats",
+        "_writer",
+        "behind_since",
+        "busy_since",
+        "clock",
+        "close_code",
+        "codec",
+        "dirty",
+        "frames",
+        "limits",
+        "outbox",
+        "sent_at",
+        "session",
+        "subscriptions",
+        "ticks_sent",
+        "writable",
+    )
+
+    def __init__(
+        self,
+        codec: Codec,
+        send: Send,
+        limits: Limits,
+        session: str = "",
+        closer: Closer = _no_closer,
+        writable: Callable[[], bool] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        stats: Stats | None = None,
+    ) -> None:
+        self.codec = codec
+        self.limits = limits
+        self.session = session
+        self.outbox = Outbox(limits.max_pending)
+        self.subscriptions: dict[str, int] = {}
+        self.sent_at: dict[str, float] = {}  # symbol -> clock() of the last throttled delivery
+        self.dirty = False  # queued in the fanout's flush list
+        self.behind_since: float | None = None  # first conflation since the outbox was last empty
+        self.busy_since: float | None = None  # start of the send in progress
+        self.close_code: Close | None = None  # set once by `close`
+        self.frames = 0
+        self.ticks_sent = 0
+        # True when a send would not wait (the socket's write buffer is empty); without
+        # it, every frame goes through a writer task
+        self.writable: Callable[[], bool] = writable or _never
+        self.clock = clock  # the hub's clock: `is_behind` compares with it
+        self._send = send
+        self._closer = closer
+        self._stats = stats if stats is not None else Stats()
+        self._held = 0  # > 0 while a request is being handled: ticks wait behind its reply
+        self._writer: asyncio.Task[None] | None = None
+
+    @property
+    def closed(self) -> bool:
+        """True once `close` was called: nothing more is sent."""
+        return self.close_code is not None
+
+    # -- the edge's calls ------------------------------------------------------------
+
+    def reply(self, message: dict[str, object]) -> None:
+        """Queue a control message (encoded now, sent in order).
+
+        A client that lets more than MAX_CONTROLS replies pile up is not reading: it is
+        closed with 1013 like any slow client.
+        """
+        if self.closed:
+            return
+        if len(self.outbox.controls) >= MAX_CONTROLS:
+            self.close(Close.TRY_AGAIN_LATER, f"{MAX_CONTROLS} replies unread")
+            return
+        self.outbox.add_control(self.codec.message(message))
+        self.wake()
+
+    def close(self, code: Close, reason: str = "") -> None:
+        """Stop sending and have the edge close the WebSocket with `code`, once.
+
+        After this returns nothing more is sent (pending frames are dropped) and later
+        calls do nothing. `Close.GOING_AWAY` means the peer already left: the edge's
+        closer is not called. The edge's closer runs synchronously and must not block.
+        """
+        if self.close_code is not None:
+            return
+        self.close_code = code
+        self._stats.closes[code] += 1
+        writer = self._writer
+        if writer is not None and writer is not asyncio.current_task():
+            writer.cancel()
+        if code == Close.TRY_AGAIN_LATER:
+            log.warning("closing slow client %s (1013): %s", self.session, reason)
+        if code != Close.GOING_AWAY:
+            self._closer(code, reason)
+
+    async def wait_closed(self) -> None:
+        """After `close`: return once no frame of this connection is being sent."""
+        writer = self._writer
+        if writer is not None and writer is not asyncio.current_task():
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await writer
+
+    # -- the core's calls ------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def holding(self) -> Iterator[None]:
+        """Hold ticks back while a request is handled, so that they follow its reply."""
+        self._held += 1
+        try:
+            yield
+        finally:
+            self._held -= 1
+            self.wake()
+
+    def wake(self) -> None:
+        """Have the outbox sent by a writer task, unless a request holds the connection.
+
+        The task lives only while there is something to send: most frames are sent by
+        the hub's flush directly (`ready()`), so an idle connection costs no task.
+        """
+        self.dirty = False
+        if self._held or self.close_code is not None or not self.outbox:
+            return
+        task = self._writer
+        if task is None or task.done():
+            self._writer = asyncio.get_running_loop().create_task(self.drain())
+
+    def is_behind(self, now: float, timeout: float) -> bool:
+        """True when the client has stayed behind (conflating or stuck in a send) for `timeout` s."""
+        if self.behind_since is not None and now - self.behind_since > timeout:
+            return True
+        return self.busy_since is not None and now - self.busy_since > timeout
+
+    def ready(self) -> bool:
+        """True when `drain()` can run now without waiting: not held, not already
+        sending, and the socket takes data at once (its write buffer is empty)."""
+        return not self._held and self.busy_since is None and self.close_code is None and self.writable()
+
+    async def drain(self, direct: bool = False) -> None:
+        """Send what the outbox holds, one frame per call of `send`, in outbox order.
+
+        Returns when the outbox is empty, a request holds the connection, or the peer is
+        gone. Runs in the connection's writer task, or with `direct` in the hub's flush
+        (after `ready()`): then it sends only while the socket takes data at once and
+        leaves the rest to the writer task, so one backed-up client never makes the
+        flush, and the others, wait.
+        """
+        if self.busy_since is not None or self.close_code is not None:
+            return
+        outbox = self.outbox
+        send = self._send
+        sent = 0
+        while outbox and self.close_code is None and self._held == 0:
+            if direct and sent and not self.writable():
+                self.wake()
+                break
+            if outbox.conflations and self.behind_since is None:
+                self.behind_since = self.clock()
+            if outbox.controls:
+                frame = outbox.take_control()
+            else:
+                ticks = outbox.take_ticks()
+                frame = self.codec.ticks(ticks)
+                self.ticks_sent += len(ticks)
+            self.busy_since = self.clock()
+            try:
+                await send(frame)
+            except Exception as exc:  # the peer went away: its disconnect detaches it
+                log.debug("connection %s: send failed: %r", self.session, exc)
+                self.close(Close.GOING_AWAY, "send failed")
+                return
+            finally:
+                self.busy_since = None
+            self.frames += 1
+            sent += 1
+        if not outbox:
+            outbox.conflations = 0
+            self.behind_since = None

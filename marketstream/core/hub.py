@@ -1,0 +1,313 @@
+"""The hub: one per process, the process-local fan-out of ticks to connections.
+
+The hub receives every tick of the symbols its connections want from the tick
+transport, once per process, and hands each to its local subscribers: unthrottled ones
+through `Fanout`, throttled ones through `Throttle`'s buckets. `Membership` joins and
+leaves symbols on the transport. Subscribing and unsubscribing are the hub's
+operations and own every ordering rule:
+
+- ticks of a subscribe wait behind its ack and its snapshot (the connection is held);
+- the snapshot race: route and join first, read the snapshot second, and let the
+  outbox drop any seq that is not above the last one sent;
+- a throttle change moves a route without a duplicate or an early delivery;
+- after `unsubscribe` queues its ack, no tick of those symbols is sent.
+
+The edge (the consumer) only parses frames, calls `connect`/`handle`/`detach`, and
+replies to what the hub raises.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Iterable
+
+from marketstream.core.closes import Close
+from marketstream.core.codec import Codec
+from marketstream.core.connection import Closer, Connection, Send
+from marketstream.core.fanout import Fanout
+from marketstream.core.limits import Limits
+from marketstream.core.membership import Membership
+from marketstream.core.requests import Request
+from marketstream.core.stats import Stats
+from marketstream.core.store import Store
+from marketstream.core.throttle import Throttle
+from marketstream.core.tick import EncodedTick, now_ns
+from marketstream.core.transport import MalformedMessage, TickTransport
+
+log = logging.getLogger(__name__)
+
+PROTOCOL_VERSION = 1
+STORE_TIMEOUT = 5.0  # seconds a request waits for the store or the transport (catalog, join, snapshots)
+RETRY_DELAY = 1.0  # seconds between receive attempts while the transport fails
+
+
+class Hub:
+    """Process-local fan-out. Create with `Hub(...)`, then `await hub.start()`."""
+
+    def __init__(
+        self,
+        store: Store,
+        transport: TickTransport,
+        limits: Limits | None = None,
+        slow_client_timeout: float = 5.0,
+        flush_delay: float = 0.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.store = store
+        self.transport = transport
+        self.limits = limits or Limits()
+        self.clock = clock  # monotonic seconds; throttle intervals and slow-client timing
+        self.stats = Stats()
+        self.fanout = Fanout(clock, flush_delay, slow_client_timeout)
+        self.throttle = Throttle(self.fanout, clock)
+        self.membership = Membership(transport, self.routed)
+        self.connections: set[Connection] = set()
+        self._receiver: asyncio.Task[None] | None = None
+        self._starting = asyncio.Lock()
+
+    # -- lifecycle ------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Open the transport and start receiving. Idempotent; raises (and may be called
+        again) when the transport cannot be opened."""
+        async with self._starting:
+            if self._receiver is None:
+                await self.transport.open()
+                self._receiver = asyncio.get_running_loop().create_task(self._receive_loop(), name="hub-receiver")
+
+    async def stop(self) -> None:
+        """Cancel the hub's tasks (shutdown)."""
+        if self._receiver is not None:
+            self._receiver.cancel()
+            self._receiver = None
+        self.throttle.stop()
+        self.fanout.stop()
+        self.membership.stop()
+
+    @property
+    def started(self) -> bool:
+        return self._receiver is not None
+
+    @property
+    def alive(self) -> bool:
+        """True while the receiver runs."""
+        return self._receiver is not None and not self._receiver.done()
+
+    async def _receive_loop(self) -> None:
+        receive = self.transport.receive
+        stats = self.stats
+        clock = self.clock
+        on_tick = self.on_tick
+        while True:
+            try:
+                tick = await receive()
+            except asyncio.CancelledError:
+                raise
+            except MalformedMessage:  # one bad message must not stop the others
+                stats.bad_messages += 1
+                if stats.bad_messages <= 10 or stats.bad_messages % 1000 == 0:
+                    log.exception("hub: dropped a malformed transport message (%d so far)", stats.bad_messages)
+                continue
+            except Exception:
+                stats.transport_errors += 1
+                log.exception("hub: cannot receive from the tick transport; retrying in %g s", RETRY_DELAY)
+                await asyncio.sleep(RETRY_DELAY)
+                continue
+            stats.last_message = clock()
+            try:
+                on_tick(tick)
+            except Exception:
+                log.exception("hub: delivering %r failed", tick)
+
+    def on_tick(self, tick: EncodedTick) -> None:
+        """Hand one tick to every local subscriber of its symbol."""
+        self.stats.ticks_received += 1
+        self.fanout.deliver(tick)
+        self.throttle.offer(tick)
+
+    # -- connections ----------------------------------------------------------------
+
+    def connect(
+        self,
+        codec: Codec,
+        send: Send,
+        closer: Closer,
+        writable: Callable[[], bool] | None = None,
+        session: str = "",
+        limits: Limits | None = None,
+    ) -> Connection:
+        """A new connection of this hub, with its `welcome` queued and being sent.
+
+        `send` writes one frame; `closer(code, reason)` closes the WebSocket (called
+        once, from `Connection.close`); `writable()` says whether a send would not wait.
+        """
+        limits = limits or self.limits
+        conn = Connection(codec, send, limits, session, closer, writable, self.clock, self.stats)
+        self.connections.add(conn)
+        conn.reply(
+            {
+                "type": "welcome",
+                "protocol": PROTOCOL_VERSION,
+                "session": session,
+                "encoding": codec.name,
+                "server_time": now_ns(),
+                "limits": limits.announced(),
+            }
+        )
+        return conn
+
+    def detach(self, conn: Connection) -> None:
+        """Forget a connection whose peer is gone, keeping its counts in the hub's totals.
+        After this returns, nothing more is sent to it."""
+        conn.close(Close.GOING_AWAY, "disconnected")
+        self._remove(conn, list(conn.subscriptions))
+        if conn in self.connections:
+            self.connections.discard(conn)
+            self.stats.ticks_sent_closed += conn.ticks_sent
+            self.stats.frames_closed += conn.frames
+
+    # -- requests -------------------------------------------------------------------
+
+    async def handle(self, conn: Connection, request: Request) -> None:
+        """Carry out a checked request and queue its replies.
+
+        Raises when the store or the transport fails; the connection is then as it
+        was before the request, and the caller replies `internal_error`.
+        """
+        if request.op == "ping":
+            conn.reply({"type": "pong", "id": request.id, "server_time": now_ns()})
+        elif request.op == "list":
+            subs = [{"symbol": s, "throttle_ms": t} for s, t in sorted(conn.subscriptions.items())]
+            conn.reply({"type": "subscriptions", "id": request.id, "subscriptions": subs})
+        elif request.op == "subscribe":
+            await self.subscribe(conn, request)
+        else:
+            self.unsubscribe(conn, request)
+
+    async def subscribe(self, conn: Connection, request: Request) -> None:
+        """Subscribe `conn` to the request's symbols that are in the catalog, within its
+        limits, at the request's effective throttle (replacing an earlier one).
+
+        Queues the ack, then (with `snapshot`) one snapshot frame of the new symbols;
+        live ticks follow them, each seq above the one before.
+        """
+        rejected = dict(request.rejected)
+        wanted = request.symbols
+        known = await asyncio.wait_for(self.store.known(wanted), STORE_TIMEOUT)
+        room = conn.limits.max_subscriptions - len(conn.subscriptions)
+        accepted: list[str] = []
+        for symbol, ok in zip(wanted, known, strict=True):
+            if not ok:
+                rejected[symbol] = "unknown_symbol"
+            elif symbol in conn.subscriptions:
+                accepted.append(symbol)
+            elif room > 0:
+                accepted.append(symbol)
+                room -= 1
+            else:
+                rejected[symbol] = "limit_exceeded"
+        throttle = conn.limits.throttle(request.throttle_ms)
+        fresh = [s for s in accepted if s not in conn.subscriptions]
+        with conn.holding():  # ticks wait behind the ack and the snapshot
+            try:
+                await asyncio.wait_for(self.membership.join(self._route(conn, accepted, throttle)), STORE_TIMEOUT)
+            except BaseException:
+                # not received by this process: drop them, and what arrived for them meanwhile
+                conn.outbox.discard(self._remove(conn, fresh))
+                raise
+            conn.reply(
+                {
+                    "type": "ack",
+                    "id": request.id,
+                    "op": "subscribe",
+                    "symbols": accepted,
+                    "throttle_ms": throttle,
+                    "rejected": rejected,
+                }
+            )
+            if request.snapshot and fresh:
+                self._queue_snapshot(conn, await self._snapshots(fresh), throttle)
+
+    def unsubscribe(self, conn: Connection, request: Request) -> None:
+        """Unsubscribe `conn` from the request's symbols and queue the ack. After this
+        returns, no tick of these symbols is sent to `conn`."""
+        conn.outbox.discard(self._remove(conn, request.symbols))
+        ack = {"type": "ack", "id": request.id, "op": "unsubscribe", "symbols": request.symbols}
+        conn.reply({**ack, "rejected": request.rejected})
+
+    async def _snapshots(self, symbols: list[str]) -> list[EncodedTick]:
+        """The stored snapshots of `symbols`, in their order; none if the store fails
+        (the ack is already queued: the live ticks follow, with their seq)."""
+        try:
+            found = await asyncio.wait_for(self.store.snapshots(symbols), STORE_TIMEOUT)
+        except Exception:
+            log.exception("snapshot read failed; subscribing without a snapshot")
+            return []
+        return [found[s] for s in symbols if s in found]
+
+    def _queue_snapshot(self, conn: Connection, stored: list[EncodedTick], throttle: int) -> None:
+        ticks = conn.outbox.accept_snapshot(stored)
+        if not ticks:
+            return
+        if throttle:  # the snapshot counts as the symbol's last delivery
+            now = self.clock()
+            conn.sent_at.update((t.symbol, now) for t in ticks)
+        conn.outbox.add_control(conn.codec.ticks(ticks, "snapshot"))
+
+    # -- routes ---------------------------------------------------------------------
+
+    def routed(self, symbol: str) -> bool:
+        """Whether a local connection is routed to `symbol`."""
+        return symbol in self.fanout.routes or symbol in self.throttle.buckets
+
+    def _route(self, conn: Connection, symbols: Iterable[str], throttle: int) -> list[str]:
+        """Route `symbols` to `conn` at `throttle` (replacing an earlier throttle).
+
+        A throttled route starts waiting: its first delivery comes at the first end of
+        the interval at least `throttle` ms after the symbol's last delivery (see
+        `sent_at`; a route that leaves throttle 0 counts as delivered now).
+        Returns the symbols that this process does not receive yet.
+        """
+        new: list[str] = []
+        joined = self.membership.joined
+        for symbol in symbols:
+            old = conn.subscriptions.get(symbol)
+            if old == throttle:
+                continue
+            if old is not None:
+                self._unroute(conn, symbol, old)
+            conn.subscriptions[symbol] = throttle
+            if throttle == 0:
+                conn.sent_at.pop(symbol, None)
+                self.fanout.route(conn, symbol)
+            else:
+                if old == 0:
+                    conn.sent_at[symbol] = self.clock()
+                self.throttle.route(conn, symbol, throttle)
+            if symbol not in joined:
+                new.append(symbol)
+        return new
+
+    def _unroute(self, conn: Connection, symbol: str, throttle: int) -> None:
+        if throttle == 0:
+            self.fanout.unroute(conn, symbol)
+        else:
+            self.throttle.unroute(conn, symbol, throttle)
+
+    def _remove(self, conn: Connection, symbols: Iterable[str]) -> list[str]:
+        """Stop routing `symbols` to `conn`; leave the symbols no one here wants any more.
+        Returns the symbols it was subscribed to. After this returns, the hub puts no
+        tick of these symbols into `conn`'s outbox."""
+        removed = []
+        for symbol in symbols:
+            throttle = conn.subscriptions.pop(symbol, None)
+            if throttle is None:
+                continue
+            self._unroute(conn, symbol, throttle)
+            conn.sent_at.pop(symbol, None)
+            removed.append(symbol)
+            if not self.routed(symbol):
+                self.membership.leave_soon(symbol)
+        return removed

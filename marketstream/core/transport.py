@@ -1,0 +1,40 @@
+"""The tick-transport interface: how ticks travel from publishers to every hub.
+
+The adapter over the Channels layer (`marketstream.adapters.transport`) implements it
+at the edge; the core only sees this protocol.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol
+
+from marketstream.core.tick import EncodedTick
+
+
+class MalformedMessage(ValueError):
+    """A transport message that is not a tick: the hub counts it and goes on."""
+
+
+class TickTransport(Protocol):
+    async def open(self) -> None:
+        """Get ready to receive (a hub's address on the transport). Idempotent; raises
+        when the transport cannot be reached."""
+
+    async def receive(self) -> EncodedTick:
+        """The next tick of a joined symbol, in the order the transport delivers them.
+
+        Raises MalformedMessage for a message that is not a tick; any other exception
+        means the transport failed (the caller retries later).
+        """
+
+    async def join(self, symbol: str) -> None:
+        """Receive the ticks of `symbol` from now on (after this returns, none is missed)."""
+
+    async def leave(self, symbol: str) -> None:
+        """Stop receiving the ticks of `symbol`."""
+
+    async def publish(self, ticks: Sequence[EncodedTick]) -> None:
+        """Save `ticks` as their symbols' snapshots and send them to every hub that joined
+        their symbols, in order, as one step: each snapshot is written before its tick is
+        sent, so a hub that joins and then reads the snapshot misses no tick."""

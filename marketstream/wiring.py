@@ -1,0 +1,131 @@
+"""Wiring in one place: the layer, store, transport and hub of one server process, built
+from settings in the ASGI lifespan and handed to consumers and views in the lifespan
+state (`scope["state"]`). No module-level registries: whoever needs these gets them
+passed in.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from dataclasses import dataclass
+from typing import Any
+
+from channels.layers import get_channel_layer
+from django.conf import settings
+
+from feeds.publisher import Publisher
+from feeds.runner import run_feed
+from feeds.simulated import SimulatedFeed
+from feeds.universe import DEFAULT_UNIVERSE
+from marketstream.adapters import redis_store
+from marketstream.adapters.transport import transport_for
+from marketstream.core.hub import Hub
+from marketstream.core.limits import Limits
+from marketstream.core.store import MemoryStore, Store
+from marketstream.core.transport import TickTransport
+
+log = logging.getLogger(__name__)
+
+HUB_START_TIMEOUT = 5.0  # seconds the lifespan and each handshake wait for the hub's transport
+
+
+def embedded() -> bool:
+    """True on the embedded default (no REDIS_URL): in-memory layer, feed in the server."""
+    return not settings.REDIS_URL
+
+
+def limits() -> Limits:
+    """The default limits of a connection, from settings."""
+    config = settings.MARKETSTREAM
+    return Limits(
+        max_subscriptions=config["MAX_SUBSCRIPTIONS"],
+        max_message_bytes=config["MAX_MESSAGE_BYTES"],
+        max_requests_per_s=config["MAX_REQUESTS_PER_S"],
+        min_throttle_ms=config["MIN_THROTTLE_MS"],
+        max_throttle_ms=config["MAX_THROTTLE_MS"],
+        max_pending=config["MAX_PENDING"],
+    )
+
+
+def make_store() -> Store:
+    """The store: Redis at REDIS_URL, or a new in-memory store on the embedded default."""
+    if embedded():
+        return MemoryStore()
+    return redis_store.RedisStore(redis_store.connect(settings.REDIS_URL), settings.MARKETSTREAM["PREFIX"])
+
+
+@dataclass
+class Services:
+    """What one server process runs on. `feed` is the embedded feed, or None with Redis."""
+
+    layer: Any
+    store: Store
+    transport: TickTransport
+    hub: Hub
+    feed: EmbeddedFeed | None = None
+
+    @classmethod
+    def build(cls) -> Services:
+        """Build (without I/O) from settings, on the running event loop."""
+        layer = get_channel_layer()
+        store = make_store()
+        transport = transport_for(layer, store)
+        config = settings.MARKETSTREAM
+        hub = Hub(
+            store,
+            transport,
+            limits(),
+            slow_client_timeout=config["SLOW_CLIENT_TIMEOUT"],
+            flush_delay=config["FLUSH_MS"] / 1000,
+        )
+        feed = EmbeddedFeed(store, transport) if embedded() else None
+        return cls(layer, store, transport, hub, feed)
+
+    async def start(self) -> None:
+        """Start the embedded feed (its failure is raised), then the hub. A hub whose
+        transport cannot be reached yet is logged and started by the next handshake."""
+        if self.feed is not None:
+            await self.feed.start()
+        try:
+            await asyncio.wait_for(self.hub.start(), HUB_START_TIMEOUT)
+        except Exception as exc:  # serve anyway: /healthz says 503 and each handshake retries
+            log.error("the hub cannot reach its channel layer yet: %s", exc)
+
+    async def stop(self) -> None:
+        if self.feed is not None:
+            await self.feed.close()
+        await self.hub.stop()
+
+
+class EmbeddedFeed:
+    """The simulated feed inside the server process on the embedded default."""
+
+    def __init__(self, store: Store, transport: TickTransport) -> None:
+        self.publisher = Publisher(store, transport)
+        self.stop = asyncio.Event()
+        self.task: asyncio.Task[int] | None = None
+
+    async def start(self) -> None:
+        """Start publishing; return once every symbol is in the catalog with a snapshot.
+        Raises why the feed stopped if it fails before that."""
+        raw_seed = os.environ.get("MARKETSTREAM_FEED_SEED", "").strip()
+        feed = SimulatedFeed(DEFAULT_UNIVERSE, seed=int(raw_seed) if raw_seed else None)
+        rate = float(settings.MARKETSTREAM["EMBEDDED_FEED_RATE"])
+        ready = asyncio.Event()
+        self.task = asyncio.get_running_loop().create_task(run_feed(feed, self.publisher, rate, self.stop, ready=ready))
+        waiter = asyncio.ensure_future(ready.wait())
+        await asyncio.wait([self.task, waiter], return_when=asyncio.FIRST_COMPLETED)
+        waiter.cancel()
+        if self.task.done():
+            self.task.result()  # raises why the feed stopped
+        log.info("embedded feed: %d symbols at %.0f ticks/s (no REDIS_URL)", len(feed.instruments), rate)
+
+    async def close(self) -> None:
+        self.stop.set()
+        if self.task is not None:
+            try:
+                await asyncio.wait_for(self.task, 2.0)
+            except (TimeoutError, Exception):
+                self.task.cancel()
