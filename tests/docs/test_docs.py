@@ -39,7 +39,7 @@ def test_the_landing_page_is_served(embedded_hub: int) -> None:
 
 def test_every_environment_setting_is_in_the_readme_table() -> None:
     code = "".join(p.read_text() for p in [ROOT / "marketstream" / "settings.py", ROOT / "marketstream" / "serve.py"])
-    code += (ROOT / "marketstream" / "runtime.py").read_text()
+    code += (ROOT / "marketstream" / "wiring.py").read_text()
     names = set(re.findall(r"""(?:environ\.get|env_int|env_float|env_bool)\(\s*["']([A-Z_]+)["']""", code))
     readme = (ROOT / "README.md").read_text()
     documented = set(re.findall(r"^\| `([A-Z_]+)`", readme, re.M)) | set(re.findall(r"`([A-Z_]+)`", readme))
