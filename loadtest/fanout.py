@@ -132,9 +132,7 @@ def run_one(scenario: Scenario, variant: str, redis_url: str | None, args: argpa
         else:
             assert redis_url is not None
             port = free_port()
-            env = hub_env(
-                redis_url, prefix, scenario.flush_ms, baseline, args.baseline_layer if baseline else None
-            )
+            env = hub_env(redis_url, prefix, scenario.flush_ms, baseline, args.baseline_layer if baseline else None)
             say(f"{variant}: hub on {LOOPBACK}:{port} ({scenario.workers} worker(s)), feed {scenario.rate:g} ticks/s")
             hub = start_hub(port, scenario.workers, env, logs, baseline)
             services.append(hub)

@@ -24,6 +24,9 @@ async def lifespan(scope: dict[str, Any], receive: Any, send: Any) -> None:
     while True:
         message = await receive()
         if message["type"] == "lifespan.startup":
+            if not settings.REDIS_URL:
+                await send({"type": "lifespan.startup.failed", "message": "the seed baseline needs REDIS_URL"})
+                return
             scope["state"]["store"] = RedisStore(connect(settings.REDIS_URL), settings.MARKETSTREAM["PREFIX"])
             await send({"type": "lifespan.startup.complete"})
         elif message["type"] == "lifespan.shutdown":

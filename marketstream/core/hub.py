@@ -210,12 +210,17 @@ class Hub:
                 rejected[symbol] = "limit_exceeded"
         throttle = conn.limits.throttle(request.throttle_ms)
         fresh = [s for s in accepted if s not in conn.subscriptions]
+        before = {s: conn.subscriptions[s] for s in accepted if s in conn.subscriptions}
         with conn.holding():  # ticks wait behind the ack and the snapshot
             try:
                 await asyncio.wait_for(self.membership.join(self._route(conn, accepted, throttle)), STORE_TIMEOUT)
             except BaseException:
-                # not received by this process: drop them, and what arrived for them meanwhile
+                # as before the request: the new symbols are not received by this process,
+                # so drop them and what arrived for them meanwhile; the others get their
+                # throttle back
                 conn.outbox.discard(self._remove(conn, fresh))
+                for symbol, old in before.items():
+                    self._route(conn, [symbol], old)
                 raise
             conn.reply(
                 {
@@ -253,7 +258,8 @@ class Hub:
             return
         if throttle:  # the snapshot counts as the symbol's last delivery
             now = self.clock()
-            conn.sent_at.update((t.symbol, now) for t in ticks)
+            for tick in ticks:
+                self.throttle.delivered(conn, tick.symbol, throttle, now)
         conn.outbox.add_control(conn.codec.ticks(ticks, "snapshot"))
 
     # -- routes ---------------------------------------------------------------------

@@ -78,6 +78,17 @@ class Throttle:
             self._interval(throttle).buckets[bucket] = None
         bucket.waiting.add(conn)
 
+    def delivered(self, conn: Connection, symbol: str, throttle: int, now: float) -> None:
+        """`conn` got `symbol` at `now` outside its bucket (its snapshot): it waits a whole
+        interval for the next delivery, even if an interval end admitted it meanwhile."""
+        bucket = self.buckets.get(symbol, {}).get(throttle)
+        if bucket is None:
+            return
+        conn.sent_at[symbol] = now
+        if conn in bucket.subscribers:
+            bucket.subscribers.discard(conn)
+            bucket.waiting.add(conn)
+
     def unroute(self, conn: Connection, symbol: str, throttle: int) -> None:
         """Take `conn` off the route of `symbol` at `throttle`, leaving the time of its last
         delivery in `conn.sent_at` (at most the interval's last end)."""
