@@ -1,8 +1,12 @@
-"""The processes a benchmark starts and measures: Redis, the hub, the feed.
+"""The processes a benchmark (or a test) starts and measures: Redis, the hub, the feed.
+
+The one implementation of starting and stopping them: the fan-out benchmark uses it, and
+the tests build their fixtures on it (tests import loadtest, never the other way round).
 
 Every service runs in its own session (process group), so a Ctrl-C in the terminal
 reaches only the benchmark, which then stops the services itself, in order, by their
-process-group id. Only loopback addresses are used.
+process-group id (uvicorn's workers included). Output goes to a log file per process,
+never overwritten by a later process of the same name. Only loopback addresses are used.
 """
 
 from __future__ import annotations
@@ -14,15 +18,20 @@ import socket
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
 
 import psutil
+
+from loadtest.catalog import STREAM_PATH
 
 ROOT = Path(__file__).resolve().parent.parent  # the repository: manage.py, marketstream/
 LOOPBACK = "127.0.0.1"
 REDIS_HINT = 'redis-server --daemonize yes --bind 127.0.0.1 -::1 --port 6379 --save "" --appendonly no'
+HUB_SETTINGS = "marketstream.settings"
+SEED_APP = "loadtest.seed.asgi:application"  # the seed tutorial's pattern: the benchmarks' baseline
+SEED_SETTINGS = "loadtest.seed.settings"
 
 
 class ServiceError(RuntimeError):
@@ -36,43 +45,79 @@ class Service:
     name: str
     process: subprocess.Popen[bytes]
     log_path: Path
-    _log: IO[bytes] | None = field(default=None, repr=False)
 
     @property
     def pid(self) -> int:
         return self.process.pid
 
+    @property
+    def returncode(self) -> int | None:
+        return self.process.returncode
+
     def running(self) -> bool:
         return self.process.poll() is None
 
-    def log_tail(self, lines: int = 20) -> str:
+    def log(self) -> str:
+        """Everything the process wrote so far (stdout and stderr)."""
         try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+            return self.log_path.read_text(errors="replace")
         except OSError:
             return ""
 
+    def log_tail(self, lines: int = 40) -> str:
+        return "\n".join(self.log().splitlines()[-lines:])
+
+    def send_signal(self, sig: int) -> None:
+        """Send `sig` to the process group, if the process still runs."""
+        if self.running():
+            try:
+                os.killpg(self.pid, sig)
+            except ProcessLookupError:
+                pass
+
+    def wait(self, timeout: float) -> int:
+        """Wait up to `timeout` s for the process to exit; its exit code. Raises subprocess.TimeoutExpired."""
+        return self.process.wait(timeout)
+
     def stop(self, timeout: float = 5.0, sig: int = signal.SIGTERM) -> int | None:
-        """Signal the process group, wait up to `timeout` s, then SIGKILL it. Returns the exit code."""
+        """Signal the process group, wait up to `timeout` s, then SIGKILL it. Returns the exit code.
+
+        After this returns, no process of the group runs (as far as SIGKILL reaches)."""
         if self.running():
             try:
                 os.killpg(self.pid, sig)
                 self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                pass
-            except ProcessLookupError:
+            except (subprocess.TimeoutExpired, ProcessLookupError):
                 pass
         try:
             os.killpg(self.pid, signal.SIGKILL)  # stragglers of the group (uvicorn workers)
         except (ProcessLookupError, PermissionError):
             pass
         try:
-            code = self.process.wait(2.0)
+            return self.process.wait(2.0)
         except subprocess.TimeoutExpired:
-            code = None
-        if self._log is not None:
-            self._log.close()
-            self._log = None
-        return code
+            return None
+
+    def kill(self) -> int | None:
+        """SIGKILL the process group at once (a crash, not a shutdown)."""
+        return self.stop(2.0, signal.SIGKILL)
+
+
+@dataclass
+class Hub(Service):
+    """A hub (uvicorn) serving on LOOPBACK:`port`."""
+
+    port: int
+
+    @property
+    def base(self) -> str:
+        """``http://127.0.0.1:PORT``."""
+        return f"http://{LOOPBACK}:{self.port}"
+
+    @property
+    def ws_url(self) -> str:
+        """The stream endpoint, ``ws://127.0.0.1:PORT/ws/v1/stream``."""
+        return f"ws://{LOOPBACK}:{self.port}{STREAM_PATH}"
 
 
 def free_port() -> int:
@@ -92,82 +137,145 @@ def redis_ping(port: int, host: str = LOOPBACK, timeout: float = 1.0) -> bool:
         return False
 
 
-def spawn(name: str, argv: list[str], env: dict[str, str], log_dir: Path) -> Service:
-    """Start `argv` in its own session with stdout and stderr to ``log_dir/name.log``."""
-    log_path = log_dir / f"{name}.log"
-    log = open(log_path, "wb")
-    process = subprocess.Popen(
-        argv, cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-    )
-    return Service(name, process, log_path, log)
+def _log_path(log_dir: Path, name: str) -> Path:
+    """``log_dir/name.log``, or ``name-2.log``, ... when a process of that name already ran."""
+    path = log_dir / f"{name}.log"
+    n = 1
+    while path.exists():
+        n += 1
+        path = log_dir / f"{name}-{n}.log"
+    return path
 
 
-def start_redis(port: int, log_dir: Path) -> Service:
+def _popen(name: str, argv: list[str], env: Mapping[str, str], log_dir: Path) -> tuple[subprocess.Popen[bytes], Path]:
+    log_path = _log_path(log_dir, name)
+    with open(log_path, "wb") as log:  # the child keeps its own descriptor
+        process = subprocess.Popen(
+            argv,
+            cwd=ROOT,
+            env=dict(env),
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    return process, log_path
+
+
+def spawn(name: str, argv: list[str], env: Mapping[str, str], log_dir: Path) -> Service:
+    """Start `argv` in its own session, in the repository, with stdout and stderr to a log in `log_dir`."""
+    process, log_path = _popen(name, argv, env, log_dir)
+    return Service(name, process, log_path)
+
+
+def start_redis(port: int, log_dir: Path, timeout: float = 10.0) -> Service:
     """A private, non-persistent redis-server on 127.0.0.1:`port`; waits until it answers."""
     binary = shutil.which("redis-server")
     if binary is None:
         raise ServiceError("redis-server is not installed (apt-get install redis-server)")
-    argv = [
-        binary,
-        "--port",
-        str(port),
-        "--bind",
-        LOOPBACK,
-        "--save",
-        "",
-        "--appendonly",
-        "no",
-        "--maxclients",
-        "20000",
-    ]
+    argv = [binary, "--port", str(port), "--bind", LOOPBACK, "--save", "", "--appendonly", "no"]
+    argv += ["--daemonize", "no", "--maxclients", "20000"]
     service = spawn("redis", argv, dict(os.environ), log_dir)
-    wait_until(lambda: redis_ping(port), 10.0, service)
+    wait_until(lambda: redis_ping(port), timeout, service, f"redis-server on port {port}")
     return service
 
 
-def hub_env(redis_url: str, prefix: str, flush_ms: float, baseline: bool, layer: str | None = None) -> dict[str, str]:
-    """The environment of a hub or feed process: production mode on `redis_url` under `prefix`;
-    with `baseline`, the seed tutorial's pattern (seed consumer, core layer unless `layer`
-    says otherwise); `layer` ("pubsub" or "core") picks the channel layer of either."""
+def service_env(
+    redis_url: str | None,
+    prefix: str | None,
+    extra: Mapping[str, str] | None = None,
+    *,
+    clean: bool = False,
+) -> dict[str, str]:
+    """The environment of a hub or feed process: this process's environment (with `clean`,
+    less every MARKETSTREAM_* variable and REDIS_URL it has), our Django settings, unbuffered
+    output, REDIS_URL and MARKETSTREAM_PREFIX when given, then `extra`.
+
+    `redis_url=None` (with `clean`) is the embedded default: in-memory layer, feed in the hub.
+    """
     env = dict(os.environ)
-    env.update(
-        REDIS_URL=redis_url,
-        MARKETSTREAM_PREFIX=prefix,
-        MARKETSTREAM_FLUSH_MS=str(flush_ms),
-        DJANGO_SETTINGS_MODULE="marketstream.settings",
-        LOG_LEVEL="WARNING",
-        PYTHONUNBUFFERED="1",
-    )
-    if baseline:
-        env.update(MARKETSTREAM_LAYER=layer or "core", MARKETSTREAM_CONSUMER="seed")
-    else:
-        env.pop("MARKETSTREAM_CONSUMER", None)
-        env.update(MARKETSTREAM_LAYER=layer or "pubsub")
+    if clean:
+        env = {k: v for k, v in env.items() if not (k.startswith("MARKETSTREAM_") or k == "REDIS_URL")}
+    env.update(DJANGO_SETTINGS_MODULE=HUB_SETTINGS, PYTHONUNBUFFERED="1")
+    if redis_url is not None:
+        env["REDIS_URL"] = redis_url
+    if prefix is not None:
+        env["MARKETSTREAM_PREFIX"] = prefix
+    env.update(extra or {})
     return env
 
 
-def start_hub(port: int, workers: int, env: dict[str, str], log_dir: Path, baseline: bool = False) -> Service:
-    """Our hub, or with `baseline` the seed consumer on the core layer (both `marketstream.serve`;
-    `env` from `hub_env` selects which)."""
-    argv = [sys.executable, "-m", "marketstream.serve", "--host", LOOPBACK, "--port", str(port)]
-    argv += ["--workers", str(workers), "--log-level", "warning"]
-    return spawn("hub", argv, env, log_dir)
+def hub_env(redis_url: str, prefix: str, flush_ms: float, baseline: bool, layer: str | None = None) -> dict[str, str]:
+    """The environment of a benchmark's hub and feed: production mode on `redis_url` under
+    `prefix`. With `baseline`, the seed pattern's Django settings (loadtest.seed.settings):
+    the feed must publish on the channel layer the seed hub listens to, so both take this
+    environment; `layer` ("core", the default, or "pubsub") picks that layer. Our hub's
+    settings choose their layer themselves."""
+    extra = {"MARKETSTREAM_FLUSH_MS": str(flush_ms), "LOG_LEVEL": "WARNING"}
+    if baseline:
+        extra.update(DJANGO_SETTINGS_MODULE=SEED_SETTINGS, MARKETSTREAM_LAYER=layer or "core")
+    elif layer is not None:
+        extra["MARKETSTREAM_LAYER"] = layer
+    return service_env(redis_url, prefix, extra)
 
 
-def start_feed(symbols: int, rate: float, env: dict[str, str], log_dir: Path, seed: int = 1) -> Service:
-    argv = [sys.executable, "manage.py", "runfeed", "--generated", str(symbols), "--rate", str(rate)]
-    argv += ["--seed", str(seed)]
-    return spawn("feed", argv, env, log_dir)
+def hub_argv(port: int, workers: int = 1, baseline: bool = False, log_level: str = "warning") -> list[str]:
+    """The command line of a hub on LOOPBACK:`port`: ``python -m marketstream.serve``, or with
+    `baseline` uvicorn on the seed app with the same server options as ours (websockets-sansio,
+    no permessage-deflate, lifespan on, no access log)."""
+    app = ["-m", "uvicorn", SEED_APP] if baseline else ["-m", "marketstream.serve"]
+    argv = [sys.executable, *app, "--host", LOOPBACK, "--port", str(port), "--workers", str(workers)]
+    if baseline:  # what marketstream.serve passes to uvicorn.run
+        argv += ["--ws", "websockets-sansio", "--ws-per-message-deflate", "false"]
+        argv += ["--lifespan", "on", "--no-access-log"]
+    return [*argv, "--log-level", log_level]
 
 
-def wait_until(predicate: object, timeout: float, service: Service | None = None, what: str = "") -> None:
-    """Poll `predicate()` every 0.1 s until true; raise ServiceError on timeout or when
-    `service` exits meanwhile (with the tail of its log)."""
-    assert callable(predicate)
+def start_hub(port: int, workers: int, env: Mapping[str, str], log_dir: Path, baseline: bool = False) -> Hub:
+    """Our hub, or with `baseline` the seed pattern (`loadtest.seed.asgi:application` with
+    DJANGO_SETTINGS_MODULE=loadtest.seed.settings, whatever `env` says), on LOOPBACK:`port`.
+    Does not wait: see `wait_until` (and the hub's /healthz)."""
+    if baseline:
+        env = {**env, "DJANGO_SETTINGS_MODULE": SEED_SETTINGS}
+    process, log_path = _popen("hub", hub_argv(port, workers, baseline), env, log_dir)
+    return Hub("hub", process, log_path, port)
+
+
+def feed_argv(symbols: int | list[str], rate: float, *args: str) -> list[str]:
+    """``manage.py runfeed`` of `symbols` (a number of generated symbols, or their names) at `rate` ticks/s."""
+    argv = [sys.executable, "manage.py", "runfeed"]
+    if isinstance(symbols, int):
+        argv += ["--generated", str(symbols)]
+    else:
+        argv += ["--symbols", ",".join(symbols)]
+    return [*argv, "--rate", str(rate), *args]
+
+
+def start_feed(
+    symbols: int | list[str],
+    rate: float,
+    env: Mapping[str, str],
+    log_dir: Path,
+    seed: int | None = 1,
+    extra_args: Sequence[str] = (),
+) -> Service:
+    """A feed of `symbols` (see `feed_argv`) at `rate` ticks/s, random walk `seed` (None: runfeed's
+    default); `extra_args`: more runfeed options (``--ticks N``, ``--duration S``). Does not wait
+    for its first tick."""
+    seeded = ["--seed", str(seed)] if seed is not None else []
+    return spawn("feed", feed_argv(symbols, rate, *seeded, *extra_args), env, log_dir)
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float, service: Service | None = None, what: str = "") -> None:
+    """Poll `predicate()` every 0.1 s until true; raise ServiceError on timeout, or when
+    `service` has exited and the predicate is still false (with the tail of its log)."""
     deadline = time.monotonic() + timeout
     while not predicate():
-        if service is not None and not service.running():
-            raise ServiceError(f"{service.name} exited with {service.process.returncode}:\n{service.log_tail()}")
+        if service is not None and not service.running() and not predicate():
+            raise ServiceError(
+                f"{service.name} exited with {service.returncode} before {what or 'it was ready'}:\n"
+                f"{service.log_tail()}"
+            )
         if time.monotonic() > deadline:
             tail = f"\n{service.log_tail()}" if service is not None else ""
             raise ServiceError(f"timed out after {timeout:.0f} s waiting for {what or 'a service'}{tail}")
@@ -203,7 +311,7 @@ class ProcessMeter:
 
 
 def delete_prefix(redis_url: str, prefix: str) -> int:
-    """Delete the keys under `prefix` (a benchmark run's own). Returns how many."""
+    """Delete the keys under `prefix` (a run's own). Returns how many."""
     import redis
 
     client = redis.Redis.from_url(redis_url, socket_connect_timeout=2.0)

@@ -1,4 +1,4 @@
-"""Shared test setup: Django settings, and a clear failure when Redis is missing."""
+"""Shared test setup: Django settings, and the fixtures of tests that run real processes."""
 
 from __future__ import annotations
 
@@ -10,4 +10,4 @@ import django
 
 django.setup()
 
-pytest_plugins = ("tests.embedded",)  # the embedded_hub fixture
+pytest_plugins = ("tests.support.fixtures", "tests.embedded")  # redis_url, prefix, procs; embedded_hub

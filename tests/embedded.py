@@ -1,51 +1,26 @@
-"""`make run`'s server for tests: the embedded default (no REDIS_URL) on a free port."""
+"""`make run`'s server for tests (the browser and docs tests): the embedded default on a free port.
+
+A plugin (tests/conftest.py loads it); the hub is started and stopped by tests.support.processes.
+"""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-import time
-import urllib.request
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
-from loadtest.services import free_port
+from loadtest.services import ROOT
+from tests.support.processes import Processes
 
-ROOT = Path(__file__).resolve().parents[1]
+__all__ = ["ROOT", "embedded_hub"]  # ROOT: the repository, for tests that read its files
 
 
 @pytest.fixture(scope="module")
-def embedded_hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
-    """`make run`'s server: the embedded default, no REDIS_URL."""
-    port = free_port()
-    log = (tmp_path_factory.mktemp("hub") / "hub.log").open("w+b")
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("REDIS_URL", "MARKETSTREAM_"))}
-    env["MARKETSTREAM_EMBEDDED_FEED_RATE"] = "200"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "marketstream.serve", "--port", str(port)],
-        cwd=ROOT,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
+def embedded_hub() -> Iterator[int]:
+    """`make run`'s server: the embedded default (no REDIS_URL, demo feed in the server); its port."""
+    group = Processes()
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                log.seek(0)
-                raise AssertionError(f"the embedded hub did not start:\n{log.read().decode(errors='replace')}")
-            time.sleep(0.2)
-        yield port
+        yield group.hub(None, redis_url=None, env={"MARKETSTREAM_EMBEDDED_FEED_RATE": "200"}).port
     finally:
-        proc.terminate()
-        proc.wait(10)
-        log.close()
+        group.stop_all()
+        group.remove_logs()

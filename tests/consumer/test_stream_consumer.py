@@ -1,36 +1,72 @@
-"""The consumer through channels' WebsocketCommunicator, on the in-memory layer (embedded)."""
+"""The consumer through channels' WebsocketCommunicator, on the in-memory layer (embedded).
+
+The lifespan is not run here: the fixture builds the process's services as the lifespan
+does (`Services.build()`), starts the hub, and hands them to the application in the scope's
+`state`, as uvicorn does with the lifespan state.
+"""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import msgpack
 import orjson
 import pytest
-from channels.layers import get_channel_layer
 from channels.testing import WebsocketCommunicator
 
 from feeds.publisher import Publisher
-from marketstream import runtime
+from marketstream import wiring
 from marketstream.asgi import application
+from marketstream.core.hub import Hub
+from marketstream.core.store import MemoryStore
+from marketstream.wiring import Services
+from tests.unit.core.fakes import FakeTransport
 
 SYMBOLS = ["AAPL", "MSFT", "EUR/USD"]
 
+Scope = dict[str, Any]
+Receive = Callable[[], Awaitable[dict[str, Any]]]
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+
+def with_scope(**extra: Any) -> ASGIApp:
+    """The application, with `extra` added to each scope (as a server adds `state`)."""
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        await application({**scope, **extra}, receive, send)
+
+    return app
+
 
 @pytest.fixture
-async def publisher() -> AsyncIterator[Publisher]:
-    assert runtime.embedded(), "consumer tests run on the embedded default (no REDIS_URL)"
-    pub = Publisher(get_channel_layer(), runtime.get_store(), runtime.GROUP_PREFIX)
+async def services() -> AsyncIterator[Services]:
+    assert wiring.embedded(), "consumer tests run on the embedded default (no REDIS_URL)"
+    built = Services.build()
+    assert isinstance(built.store, MemoryStore) and built.feed is not None
+    await built.hub.start()  # the hub only: the embedded feed would publish ticks of its own
+    yield built
+    await built.hub.stop()
+    await built.layer.flush()  # the in-memory layer is process-wide: forget this test's channels and groups
+
+
+@pytest.fixture
+def app(services: Services) -> ASGIApp:
+    return with_scope(state={"hub": services.hub, "services": services})
+
+
+@pytest.fixture
+async def publisher(services: Services) -> Publisher:
+    pub = Publisher(services.store, services.transport)
     await pub.prepare(SYMBOLS)
-    yield pub
-    hub = runtime.current_hub()
-    if hub is not None:
-        await hub.stop()
+    return pub
 
 
-async def connect(path: str = "/ws/v1/stream", subprotocols: list[str] | None = None) -> WebsocketCommunicator:
-    comm = WebsocketCommunicator(application, path, subprotocols=subprotocols)
+async def connect(
+    app: ASGIApp, path: str = "/ws/v1/stream", subprotocols: list[str] | None = None
+) -> WebsocketCommunicator:
+    comm = WebsocketCommunicator(app, path, subprotocols=subprotocols)
     connected, _subprotocol = await comm.connect()
     assert connected
     return comm
@@ -40,39 +76,41 @@ async def receive(comm: WebsocketCommunicator) -> dict[str, Any]:
     message = await comm.receive_output(timeout=2)
     assert message["type"] == "websocket.send", message
     if message.get("bytes") is not None:
-        return msgpack.unpackb(message["bytes"])
-    return orjson.loads(message["text"])
+        frame: dict[str, Any] = msgpack.unpackb(message["bytes"])
+    else:
+        frame = orjson.loads(message["text"])
+    return frame
 
 
 async def send(comm: WebsocketCommunicator, request: dict[str, Any]) -> None:
     await comm.send_to(text_data=orjson.dumps(request).decode())
 
 
-async def test_welcome_in_msgpack_by_default(publisher: Publisher) -> None:
-    comm = await connect()
+async def test_welcome_in_msgpack_by_default(app: ASGIApp, publisher: Publisher) -> None:
+    comm = await connect(app)
     welcome = await receive(comm)
     assert welcome["type"] == "welcome" and welcome["encoding"] == "msgpack" and welcome["protocol"] == 1
     assert set(welcome["limits"]) >= {"max_subscriptions", "max_message_bytes", "max_requests_per_s", "min_throttle_ms"}
     await comm.disconnect()
 
 
-async def test_subprotocol_json_is_echoed(publisher: Publisher) -> None:
-    comm = WebsocketCommunicator(application, "/ws/v1/stream", subprotocols=["other", "marketstream.v1.json"])
+async def test_subprotocol_json_is_echoed(app: ASGIApp, publisher: Publisher) -> None:
+    comm = WebsocketCommunicator(app, "/ws/v1/stream", subprotocols=["other", "marketstream.v1.json"])
     connected, subprotocol = await comm.connect()
     assert connected and subprotocol == "marketstream.v1.json"
     assert (await receive(comm))["encoding"] == "json"
     await comm.disconnect()
 
 
-async def test_unknown_encoding_is_refused(publisher: Publisher) -> None:
-    comm = WebsocketCommunicator(application, "/ws/v1/stream?encoding=xml")
+async def test_unknown_encoding_is_refused(app: ASGIApp, publisher: Publisher) -> None:
+    comm = WebsocketCommunicator(app, "/ws/v1/stream?encoding=xml")
     connected, _ = await comm.connect()
     assert not connected
 
 
-async def test_subscribe_ack_then_snapshot_then_live_ticks_in_seq_order(publisher: Publisher) -> None:
+async def test_subscribe_ack_then_snapshot_then_live_ticks_in_seq_order(app: ASGIApp, publisher: Publisher) -> None:
     await publisher.publish([("AAPL", 1.0, 1.0, 0.9, 1.1)])
-    comm = await connect("/ws/v1/stream?encoding=json")
+    comm = await connect(app, "/ws/v1/stream?encoding=json")
     await receive(comm)
     await send(comm, {"op": "subscribe", "id": 3, "symbols": ["aapl", "msft", "bad sym", "NOPE"]})
     ack = await receive(comm)
@@ -98,8 +136,8 @@ async def test_subscribe_ack_then_snapshot_then_live_ticks_in_seq_order(publishe
     await comm.disconnect()
 
 
-async def test_list_ping_unsubscribe(publisher: Publisher) -> None:
-    comm = await connect("/ws/v1/stream?encoding=json")
+async def test_list_ping_unsubscribe(app: ASGIApp, publisher: Publisher) -> None:
+    comm = await connect(app, "/ws/v1/stream?encoding=json")
     await receive(comm)
     await send(comm, {"op": "subscribe", "id": "s", "symbols": ["MSFT"], "throttle_ms": 500, "snapshot": False})
     assert (await receive(comm))["throttle_ms"] == 500
@@ -131,9 +169,9 @@ async def test_list_ping_unsubscribe(publisher: Publisher) -> None:
     ],
 )
 async def test_bad_requests_get_errors_and_the_connection_stays_open(
-    publisher: Publisher, frame: dict[str, Any], code: str
+    app: ASGIApp, publisher: Publisher, frame: dict[str, Any], code: str
 ) -> None:
-    comm = await connect("/ws/v1/stream?encoding=json")
+    comm = await connect(app, "/ws/v1/stream?encoding=json")
     await receive(comm)
     await comm.send_to(**frame)
     error = await receive(comm)
@@ -143,9 +181,58 @@ async def test_bad_requests_get_errors_and_the_connection_stays_open(
     await comm.disconnect()
 
 
-async def test_oversized_frame_closes_with_1009(publisher: Publisher) -> None:
-    comm = await connect()
+async def test_oversized_frame_closes_with_1009(app: ASGIApp, services: Services, publisher: Publisher) -> None:
+    comm = await connect(app)
     await receive(comm)
-    await comm.send_to(text_data="x" * (runtime.config("MAX_MESSAGE_BYTES") + 1))
+    await comm.send_to(text_data="x" * (services.hub.limits.max_message_bytes + 1))
     message = await comm.receive_output(timeout=2)
     assert message == {"type": "websocket.close", "code": 1009, "reason": ""} or message.get("code") == 1009
+    await comm.disconnect()
+
+
+async def test_the_connection_is_detached_from_the_hub_on_disconnect(
+    app: ASGIApp, services: Services, publisher: Publisher
+) -> None:
+    comm = await connect(app)
+    await receive(comm)
+    await send(comm, {"op": "subscribe", "id": 1, "symbols": ["AAPL"], "snapshot": False})
+    await receive(comm)
+    assert len(services.hub.connections) == 1 and services.hub.routed("AAPL")
+    await comm.disconnect()
+    assert services.hub.connections == set() and not services.hub.routed("AAPL")
+
+
+@pytest.mark.parametrize("state", [{}, {"hub": None}, {"hub": "not a hub"}])
+async def test_without_a_hub_in_the_state_the_handshake_is_refused(state: dict[str, Any]) -> None:
+    comm = WebsocketCommunicator(with_scope(state=state), "/ws/v1/stream")
+    connected, _ = await comm.connect()
+    assert not connected
+
+
+async def test_without_lifespan_state_the_handshake_is_refused() -> None:
+    comm = WebsocketCommunicator(application, "/ws/v1/stream")
+    connected, _ = await comm.connect()
+    assert not connected
+
+
+async def test_without_a_hub_a_server_that_can_answer_http_gets_503() -> None:
+    app = with_scope(state={}, extensions={"websocket.http.response": {}})
+    comm = WebsocketCommunicator(app, "/ws/v1/stream")
+    await comm.send_input({"type": "websocket.connect"})
+    start = await comm.receive_output(timeout=1)
+    body = await comm.receive_output(timeout=1)
+    assert start["type"] == "websocket.http.response.start" and start["status"] == 503
+    assert body["type"] == "websocket.http.response.body" and b"not running" in body["body"]
+
+
+async def test_a_hub_that_cannot_reach_its_transport_refuses_with_503() -> None:
+    transport = FakeTransport()
+    transport.fail_open = ConnectionError("no channel layer")
+    hub = Hub(MemoryStore(), transport)
+    app = with_scope(state={"hub": hub}, extensions={"websocket.http.response": {}})
+    comm = WebsocketCommunicator(app, "/ws/v1/stream")
+    await comm.send_input({"type": "websocket.connect"})
+    start = await comm.receive_output(timeout=2)
+    await comm.receive_output(timeout=1)
+    assert start["type"] == "websocket.http.response.start" and start["status"] == 503
+    assert not hub.started

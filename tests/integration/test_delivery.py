@@ -11,9 +11,9 @@ import time
 
 import pytest
 
-from tests.integration.client import Delivery, StreamClient, assert_seq_increasing, stream
 from tests.integration.conftest import Shared
-from tests.integration.procs import catalog
+from tests.support.client import Delivery, StreamClient, assert_seq_increasing, stream
+from tests.support.processes import catalog
 
 ENCODINGS = ["msgpack", "json"]
 TICK_FIELDS = {"symbol", "seq", "ts", "price", "size", "bid", "ask"}

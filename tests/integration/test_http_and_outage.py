@@ -8,8 +8,9 @@ import signal
 
 import pytest
 
-from tests.integration.client import assert_seq_increasing, stream
-from tests.integration.procs import REDIS_URL, Processes, catalog, free_port, http_get, http_json, wait_healthy
+from loadtest.services import Service, free_port
+from tests.support.client import assert_seq_increasing, stream
+from tests.support.processes import REDIS_URL, Processes, catalog, http_get, http_json, wait_healthy
 
 
 async def test_http_catalog_health_metrics_landing(procs: Processes, prefix: str) -> None:
@@ -62,15 +63,15 @@ async def test_embedded_mode_serves_ticks_alone(procs: Processes, encoding: str)
         assert_seq_increasing(client.deliveries())
 
 
-async def redis_outage_setup(procs: Processes, prefix: str) -> tuple[int, str]:
+async def redis_outage_setup(procs: Processes) -> tuple[int, str, Service]:
+    """A private redis-server (one the test may kill) on a free port: its port, URL and process."""
     port = free_port()
-    procs.redis_server(port)
-    return port, f"redis://127.0.0.1:{port}/0"
+    redis_proc = procs.redis_server(port)
+    return port, f"redis://127.0.0.1:{port}/0", redis_proc
 
 
 async def test_redis_going_away_and_coming_back(procs: Processes, prefix: str) -> None:
-    port, url = await redis_outage_setup(procs, prefix)
-    redis_proc = procs.procs[-1]
+    port, url, redis_proc = await redis_outage_setup(procs)
     hub = procs.hub(prefix, url)
     procs.feed(prefix, ["AAPL", "MSFT"], 100, "--seed", "1", redis_url=url)
     async with stream(hub.ws_url, "msgpack") as client:
@@ -82,7 +83,7 @@ async def test_redis_going_away_and_coming_back(procs: Processes, prefix: str) -
         status, body = http_json(hub.port, "/healthz")
         assert status == 503 and body["status"] != "ok", body
         # the hub stays up, and open connections still answer
-        assert hub.alive()
+        assert hub.running()
         pong = await client.ping()
         assert pong.message["type"] == "pong"
         listed = await client.request("list")
@@ -90,26 +91,25 @@ async def test_redis_going_away_and_coming_back(procs: Processes, prefix: str) -
 
         procs.redis_server(port)
         await asyncio.to_thread(wait_healthy, hub, 30, 200)
-        assert hub.alive()
+        assert hub.running()
         pong = await client.ping()
         assert pong.message["type"] == "pong"
         assert_seq_increasing(client.deliveries())
 
 
 async def test_live_ticks_resume_after_redis_returns(procs: Processes, prefix: str) -> None:
-    port, url = await redis_outage_setup(procs, prefix)
-    redis_proc = procs.procs[-1]
+    port, url, redis_proc = await redis_outage_setup(procs)
     hub = procs.hub(prefix, url)
     feed = procs.feed(prefix, ["AAPL", "MSFT"], 100, "--seed", "1", redis_url=url)
     async with stream(hub.ws_url, "json") as client:
         await client.subscribe(["AAPL", "MSFT"])
         await client.wait_ticks("AAPL", 5)
-        redis_proc.signal(signal.SIGKILL)
+        redis_proc.send_signal(signal.SIGKILL)
         await asyncio.to_thread(redis_proc.wait, 10)
         await asyncio.to_thread(wait_healthy, hub, 30, 503)
         procs.redis_server(port)
         await asyncio.to_thread(wait_healthy, hub, 30, 200)
-        assert feed.alive(), f"the feed died with Redis:\n{feed.log()}"
+        assert feed.running(), f"the feed died with Redis:\n{feed.log()}"
         mark = len(client.frames)
         # the same connection gets live ticks again, seq still going up
         await client.wait_ticks("AAPL", 5, start=mark, within=20)
@@ -118,8 +118,7 @@ async def test_live_ticks_resume_after_redis_returns(procs: Processes, prefix: s
 
 
 async def test_catalog_comes_back_after_redis_restart(procs: Processes, prefix: str) -> None:
-    port, url = await redis_outage_setup(procs, prefix)
-    redis_proc = procs.procs[-1]
+    port, url, redis_proc = await redis_outage_setup(procs)
     hub = procs.hub(prefix, url)
     procs.feed(prefix, ["AAPL", "MSFT"], 100, "--seed", "1", redis_url=url)
     redis_proc.kill()

@@ -10,9 +10,10 @@ from collections.abc import Iterator
 import pytest
 from websockets.exceptions import ConnectionClosed
 
-from tests.integration.client import stream
+from loadtest.services import Hub
 from tests.integration.conftest import Shared
-from tests.integration.procs import REDIS_URL, HubProc
+from tests.support.client import stream
+from tests.support.processes import REDIS_URL
 
 LIMITS = {
     "MARKETSTREAM_MAX_SUBSCRIPTIONS": "3",
@@ -24,7 +25,7 @@ LIMITS = {
 
 
 @pytest.fixture(scope="module")
-def limited(shared: Shared) -> Iterator[HubProc]:
+def limited(shared: Shared) -> Iterator[Hub]:
     hub = shared.procs.hub(shared.prefix, REDIS_URL, env=LIMITS)
     try:
         yield hub
@@ -32,7 +33,7 @@ def limited(shared: Shared) -> Iterator[HubProc]:
         hub.stop()
 
 
-async def test_welcome_announces_the_limits(limited: HubProc) -> None:
+async def test_welcome_announces_the_limits(limited: Hub) -> None:
     async with stream(limited.ws_url, "json") as client:
         limits = client.frames[0].message["limits"]
         assert limits["max_subscriptions"] == 3
@@ -42,7 +43,7 @@ async def test_welcome_announces_the_limits(limited: HubProc) -> None:
 
 
 @pytest.mark.parametrize("encoding", ["msgpack", "json"])
-async def test_limit_exceeded(limited: HubProc, encoding: str) -> None:
+async def test_limit_exceeded(limited: Hub, encoding: str) -> None:
     async with stream(limited.ws_url, encoding) as client:
         ack = await client.subscribe(["AAPL", "MSFT"], snapshot=False)
         assert ack.message["symbols"] == ["AAPL", "MSFT"] and ack.message["rejected"] == {}
@@ -68,7 +69,7 @@ async def test_limit_exceeded(limited: HubProc, encoding: str) -> None:
         assert not client.deliveries("EUR/USD")
 
 
-async def test_limit_exceeded_within_one_long_request(limited: HubProc) -> None:
+async def test_limit_exceeded_within_one_long_request(limited: Hub) -> None:
     async with stream(limited.ws_url, "msgpack") as client:
         reply = await client.request("subscribe", symbols=["AAPL", "MSFT", "NVDA", "TSLA", "EUR/USD"], snapshot=False)
         assert reply.message["type"] == "ack", reply.message
@@ -80,7 +81,7 @@ async def test_limit_exceeded_within_one_long_request(limited: HubProc) -> None:
     ("requested", "effective"),
     [(None, 50), (0, 50), (-5, 50), (10, 50), (50, 50), (300, 300), (1000, 1000), (99_999, 1000)],
 )
-async def test_throttle_is_clamped(limited: HubProc, requested: int | None, effective: int) -> None:
+async def test_throttle_is_clamped(limited: Hub, requested: int | None, effective: int) -> None:
     async with stream(limited.ws_url, "msgpack") as client:
         fields = {} if requested is None else {"throttle_ms": requested}
         ack = await client.subscribe(["BTC/USD"], snapshot=False, **fields)
@@ -90,7 +91,7 @@ async def test_throttle_is_clamped(limited: HubProc, requested: int | None, effe
 
 
 @pytest.mark.parametrize("encoding", ["msgpack", "json"])
-async def test_oversized_frame_closes_1009_at_the_configured_limit(limited: HubProc, encoding: str) -> None:
+async def test_oversized_frame_closes_1009_at_the_configured_limit(limited: Hub, encoding: str) -> None:
     async with stream(limited.ws_url, encoding) as client:
         reply = await client.request("ping", pad="x" * 3000)
         assert reply.type == "pong"
@@ -100,7 +101,7 @@ async def test_oversized_frame_closes_1009_at_the_configured_limit(limited: HubP
 
 
 @pytest.mark.parametrize("encoding", ["msgpack", "json"])
-async def test_request_flood_is_rate_limited_then_closed_1008(limited: HubProc, encoding: str) -> None:
+async def test_request_flood_is_rate_limited_then_closed_1008(limited: Hub, encoding: str) -> None:
     async with stream(limited.ws_url, encoding) as client:
         started = time.monotonic()
         sent = 0
@@ -123,7 +124,7 @@ async def test_request_flood_is_rate_limited_then_closed_1008(limited: HubProc, 
         assert min(e.index for e in errors) > min(p.index for p in pongs)
 
 
-async def test_rate_limited_error_echoes_the_id(limited: HubProc) -> None:
+async def test_rate_limited_error_echoes_the_id(limited: Hub) -> None:
     async with stream(limited.ws_url, "json") as client:
         for i in range(30):
             await client.send({"op": "ping", "id": f"r{i}"})

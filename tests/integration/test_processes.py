@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 import signal
 
-from tests.integration.client import assert_seq_increasing, stream
-from tests.integration.procs import REDIS_URL, Processes, catalog
+from tests.support.client import assert_seq_increasing, stream
+from tests.support.processes import REDIS_URL, Processes, catalog
 
 
 async def test_two_hubs_deliver_the_same_ticks_in_seq_order(procs: Processes, prefix: str) -> None:
@@ -47,7 +47,7 @@ async def test_feed_restart_continues_seq(procs: Processes, prefix: str) -> None
         await client.subscribe(symbols)
         for symbol in symbols:
             await client.wait_ticks(symbol, 10)
-        feed.signal(signal.SIGTERM)
+        feed.send_signal(signal.SIGTERM)
         assert await asyncio.to_thread(feed.wait, 15) == 0, f"the feed did not stop cleanly:\n{feed.log()}"
         assert "published" in feed.log()
         stopped = catalog(hub.port)
@@ -59,7 +59,7 @@ async def test_feed_restart_continues_seq(procs: Processes, prefix: str) -> None
         again = procs.feed(prefix, symbols, 100, "--seed", "1")
         for symbol in symbols:
             await client.wait_ticks(symbol, 10, start=mark)
-        again.signal(signal.SIGTERM)
+        again.send_signal(signal.SIGTERM)
         assert await asyncio.to_thread(again.wait, 15) == 0, again.log()
         final = catalog(hub.port)
         for symbol in symbols:

@@ -13,8 +13,8 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
-from tests.integration.client import JSON, MSGPACK, stream
 from tests.integration.conftest import Shared
+from tests.support.client import JSON, MSGPACK, stream
 
 ENCODINGS = ["msgpack", "json"]
 
@@ -52,7 +52,7 @@ async def test_welcome_and_encoding(shared: Shared, how: str, asked: str, expect
 
 
 async def test_subprotocol_wins_over_query(shared: Shared) -> None:
-    async with connect(f"{shared.hub.ws_url}?encoding=msgpack", subprotocols=[JSON], compression=None) as ws:  # type: ignore[list-item]
+    async with connect(f"{shared.hub.ws_url}?encoding=msgpack", subprotocols=[JSON], compression=None) as ws:
         assert ws.subprotocol == JSON
         welcome = await ws.recv()
         assert isinstance(welcome, str)

@@ -21,8 +21,9 @@ import orjson
 from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed
 
-from tests.integration.client import assert_seq_increasing, stream
-from tests.integration.procs import REDIS_URL, HubProc, Processes, http_get
+from loadtest.services import Hub
+from tests.support.client import assert_seq_increasing, stream
+from tests.support.processes import REDIS_URL, Processes, http_get
 
 SLOW_ENV = {
     "MARKETSTREAM_SLOW_CLIENT_TIMEOUT": "1",
@@ -32,11 +33,11 @@ SYMBOLS = [f"SLOW{i}" for i in range(8)]  # the fast feed's symbols
 FILLER = [f"SLF{i:03d}" for i in range(1000 - len(SYMBOLS))]  # more subscriptions, for big `list` replies
 
 
-async def metric(hub: HubProc, name: str) -> float:
+async def metric(hub: Hub, name: str) -> float:
     return await asyncio.to_thread(read_metric, hub, name)
 
 
-def read_metric(hub: HubProc, name: str) -> float:
+def read_metric(hub: Hub, name: str) -> float:
     status, _, body = http_get(hub.port, "/metrics")
     assert status == 200
     match = re.search(rf"^{name}(?:_total)? ([0-9.e+]+)$", body, re.MULTILINE)
@@ -76,10 +77,7 @@ async def test_slow_client_is_closed_and_others_keep_receiving(procs: Processes,
         await slow.wait_ticks(SYMBOLS[0], 2)
         assert await metric(hub, "marketstream_connections") == 2
         # the slow client stops reading: websockets pauses the transport once max_queue frames wait
-        assert slow._reader is not None
-        slow._reader.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await slow._reader
+        await slow.stop_reading()
         stopped = time.monotonic()
         mark = len(good.frames)
         asker = asyncio.create_task(keep_asking(slow.ws))
@@ -107,7 +105,7 @@ async def test_slow_client_is_closed_and_others_keep_receiving(procs: Processes,
         # client's 1000 symbols, conflates the good client's outbox too; time gaps are what matter)
 
         # the slow client reads again: what was buffered, then the close (1013) or a dropped connection
-        slow._reader = asyncio.create_task(slow._read())
+        slow.start_reading()
         code = await slow.wait_closed(within=15)
         assert code in (1013, None), f"slow client closed with {code}, expected 1013 or a dropped connection"
         assert_seq_increasing(slow.deliveries())

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import os
 
+import pytest
+
 from loadtest.asyncws import OP_BINARY, OP_PING, OP_TEXT, FrameParser, check_response, handshake_request
 from loadtest.streamcheck import StreamCheck, Totals, latency_bucket, percentiles
+from tests.support.client import Delivery, assert_seq_increasing
 
 
 def tick(symbol: str, seq: int, ts: int = 0) -> dict[str, object]:
@@ -86,3 +89,15 @@ def test_handshake_accept() -> None:
     head = b"HTTP/1.1 101 Switching Protocols\r\nSec-WebSocket-Accept: " + accept
     head += b"\r\nSec-WebSocket-Protocol: marketstream.v1.json"
     assert check_response(head, accept) == "marketstream.v1.json"
+
+
+def test_the_test_clients_seq_check_is_this_one() -> None:
+    """tests.support.client.assert_seq_increasing uses StreamCheck: per symbol, across snapshot and ticks."""
+
+    def delivered(symbol: str, seq: int, index: int = 1, kind: str = "ticks") -> Delivery:
+        return Delivery(index, 0.0, kind, {"symbol": symbol, "seq": seq, "ts": 0})
+
+    assert_seq_increasing([delivered("A", 5, 0, "snapshot"), delivered("B", 1), delivered("A", 6), delivered("A", 9)])
+    for repeated in (5, 4):
+        with pytest.raises(AssertionError, match=f"A: seq {repeated} after 5 \\(ticks, frame 2\\)"):
+            assert_seq_increasing([delivered("A", 5, 0, "snapshot"), delivered("B", 7), delivered("A", repeated, 2)])

@@ -1,7 +1,12 @@
-"""A WebSocket client for the tests: decodes frames per encoding and keeps every frame it receives.
+"""The WebSocket test client: decodes frames per encoding and keeps every frame it receives.
 
-Each received frame is kept with its receive time (monotonic) and whether it was binary, so tests
-can check ordering (a reply before the frames it causes), seq per symbol, and delivery timing.
+Each received frame is kept with its receive time (monotonic and wall clock) and whether it
+was binary, so tests can check ordering (a reply before the frames it causes), seq per
+symbol, and delivery timing. `stream()` connects, waits for the `welcome`, and on leaving
+checks that every server frame had the connection's kind (binary for msgpack, text for JSON).
+
+The seq check is the load tests' (`loadtest.streamcheck.StreamCheck`): one rule for
+"seq only ever increases", whoever checks.
 """
 
 from __future__ import annotations
@@ -9,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,16 +22,22 @@ import msgpack
 import orjson
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
+from websockets.typing import Subprotocol
 
-MSGPACK = "marketstream.v1.msgpack"
-JSON = "marketstream.v1.json"
+from loadtest.streamcheck import StreamCheck, Totals
+
+MSGPACK = Subprotocol("marketstream.v1.msgpack")
+JSON = Subprotocol("marketstream.v1.json")
 SUBPROTOCOL = {"msgpack": MSGPACK, "json": JSON}
 REPLY_TYPES = ("ack", "subscriptions", "pong", "error")
+TICK_TYPES = ("snapshot", "ticks")
 WAIT = 15.0  # seconds: generous for a loaded machine; semantics are checked exactly, not by time
 
 
 @dataclass(frozen=True)
 class Frame:
+    """One server frame as received."""
+
     index: int
     at: float  # time.monotonic() when the client received it
     binary: bool
@@ -63,6 +74,7 @@ class Delivery:
 
 
 def decode(data: str | bytes) -> dict[str, Any]:
+    """A server frame: msgpack when binary, JSON when text; it must be a map."""
     value = msgpack.unpackb(data, raw=False) if isinstance(data, bytes) else orjson.loads(data)
     if not isinstance(value, dict):
         raise AssertionError(f"server frame is not a map: {value!r:.200}")
@@ -70,25 +82,51 @@ def decode(data: str | bytes) -> dict[str, Any]:
 
 
 def encode(request: Any, binary: bool) -> str | bytes:
+    """A client frame: msgpack bytes (a binary frame) or JSON text."""
     return msgpack.packb(request, use_bin_type=True) if binary else orjson.dumps(request).decode()
+
+
+def assert_seq_increasing(deliveries: Iterable[Delivery]) -> None:
+    """Per symbol, seq only ever increases (no duplicates, no going back), across snapshot and ticks."""
+    check = StreamCheck(Totals())
+    for d in deliveries:
+        check.ticks([d.tick], d.wall, int(d.at * 1e9), snapshot=d.kind == "snapshot")
+        if check.totals.seq_violations:
+            raise AssertionError(f"{check.violations[0]} ({d.kind}, frame {d.index})")
 
 
 class StreamClient:
     """A connected client. `encoding` is the codec the server is expected to use for its frames."""
 
-    def __init__(self, ws: ClientConnection, encoding: str, read: bool = True) -> None:
+    def __init__(self, ws: ClientConnection, encoding: str) -> None:
         self.ws = ws
         self.encoding = encoding
         self.frames: list[Frame] = []
         self.closed = False
         self.close_code: int | None = None  # code of the close frame received; None if none came
+        self.read_error: Exception | None = None  # what stopped the reader, other than a close
         self._changed = asyncio.Event()
         self._ids = 0
-        self._reader: asyncio.Task[None] | None = asyncio.create_task(self._read()) if read else None
+        self._reader: asyncio.Task[None] | None = None
+        self.start_reading()
 
     # -- receiving -------------------------------------------------------------------
 
+    def start_reading(self) -> None:
+        """Receive frames in a task (again, after `stop_reading`): what was buffered first."""
+        if self._reader is None:
+            self._reader = asyncio.create_task(self._read())
+
+    async def stop_reading(self) -> None:
+        """Stop receiving: frames wait in the client's buffer, then in the kernel's, then at the server."""
+        reader, self._reader = self._reader, None
+        if reader is not None:
+            reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await reader
+
     async def _read(self) -> None:
+        stopped = False
         try:
             async for data in self.ws:
                 at, wall = time.monotonic(), time.time_ns()
@@ -96,8 +134,15 @@ class StreamClient:
                 self._notify()
         except ConnectionClosed:
             pass
+        except asyncio.CancelledError:
+            stopped = True  # stop_reading(): the connection stays open
+            raise
+        except Exception as exc:
+            self.read_error = exc
+            raise
         finally:
-            self._mark_closed()
+            if not stopped:
+                self._mark_closed()
 
     def _mark_closed(self) -> None:
         self.closed = True
@@ -109,6 +154,10 @@ class StreamClient:
         self._changed.set()
         self._changed = asyncio.Event()
 
+    async def _changes(self, remaining: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._changed.wait(), remaining)
+
     async def wait_for(self, predicate: Callable[[Frame], bool], within: float = WAIT, start: int = 0) -> Frame:
         """The first frame from index `start` on that satisfies `predicate`, waiting for it if needed."""
         deadline = time.monotonic() + within
@@ -119,13 +168,13 @@ class StreamClient:
                     return self.frames[i]
                 i += 1
             if self.closed:
-                raise AssertionError(f"connection closed (code {self.close_code}) before the expected frame came")
+                why = f"; reading failed: {self.read_error!r}" if self.read_error else ""
+                raise AssertionError(f"connection closed (code {self.close_code}) before the expected frame came{why}")
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 tail = [f.message for f in self.frames[-5:]]
                 raise AssertionError(f"no expected frame within {within} s; last frames: {tail!r:.1500}")
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._changed.wait(), remaining)
+            await self._changes(remaining)
 
     async def wait_closed(self, within: float = WAIT) -> int | None:
         """Wait until the server closes the connection; returns the close code (None: no close frame)."""
@@ -134,8 +183,7 @@ class StreamClient:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise AssertionError(f"the server did not close the connection within {within} s")
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._changed.wait(), remaining)
+            await self._changes(remaining)
         return self.close_code
 
     async def wait_ticks(self, symbol: str, count: int, within: float = WAIT, start: int = 0) -> list[Delivery]:
@@ -148,7 +196,7 @@ class StreamClient:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise AssertionError(f"got {len(got)} ticks of {symbol} within {within} s, wanted {count}")
-            await self.wait_for(lambda f: f.type in ("ticks", "snapshot"), remaining, start=len(self.frames))
+            await self.wait_for(lambda f: f.type in TICK_TYPES, remaining, start=len(self.frames))
 
     async def wait_seq(self, symbol: str, seq: int, within: float = WAIT) -> None:
         """Wait until a tick of `symbol` with at least `seq` arrived."""
@@ -158,13 +206,13 @@ class StreamClient:
             if remaining <= 0:
                 last = [d.seq for d in self.deliveries(symbol)][-3:]
                 raise AssertionError(f"no tick of {symbol} with seq >= {seq} within {within} s (last: {last})")
-            await self.wait_for(lambda f: f.type in ("ticks", "snapshot"), remaining, start=len(self.frames))
+            await self.wait_for(lambda f: f.type in TICK_TYPES, remaining, start=len(self.frames))
 
     def deliveries(self, symbol: str | None = None, start: int = 0) -> list[Delivery]:
         """Every tick received (snapshot and ticks frames), in order of arrival."""
         out = []
         for frame in self.frames[start:]:
-            if frame.type in ("snapshot", "ticks"):
+            if frame.type in TICK_TYPES:
                 for tick in frame.message["ticks"]:
                     if symbol is None or tick["symbol"] == symbol:
                         out.append(Delivery(frame.index, frame.at, frame.type, tick, frame.wall))
@@ -197,33 +245,38 @@ class StreamClient:
         )
 
     async def subscribe(self, symbols: list[str], **fields: Any) -> Frame:
+        """Subscribe; the `ack` (a test failure on any other reply)."""
         reply = await self.request("subscribe", symbols=symbols, **fields)
-        assert reply.type == "ack", reply.message
+        if reply.type != "ack":
+            raise AssertionError(f"subscribe answered {reply.message}")
         return reply
 
     async def unsubscribe(self, symbols: list[str], **fields: Any) -> Frame:
+        """Unsubscribe; the `ack` (a test failure on any other reply)."""
         reply = await self.request("unsubscribe", symbols=symbols, **fields)
-        assert reply.type == "ack", reply.message
+        if reply.type != "ack":
+            raise AssertionError(f"unsubscribe answered {reply.message}")
         return reply
 
     async def ping(self) -> Frame:
+        """The `pong` to a `ping` request."""
         reply = await self.request("ping")
-        assert reply.type == "pong", reply.message
+        if reply.type != "pong":
+            raise AssertionError(f"ping answered {reply.message}")
         return reply
 
     async def aclose(self) -> None:
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self.ws.close(), 5.0)
-        if self._reader is not None:
-            self._reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._reader
+        with contextlib.suppress(Exception):
+            await self.stop_reading()
 
     def check_frame_kinds(self) -> None:
         """Every server frame is binary on msgpack connections and text on JSON ones."""
         want_binary = self.encoding == "msgpack"
         wrong = [f for f in self.frames if f.binary != want_binary]
-        assert not wrong, f"{len(wrong)} frames of the wrong kind on a {self.encoding} connection: {wrong[0]}"
+        if wrong:
+            raise AssertionError(f"{len(wrong)} frames of the wrong kind on a {self.encoding} connection: {wrong[0]}")
 
 
 @contextlib.asynccontextmanager
@@ -232,20 +285,20 @@ async def stream(
     encoding: str = "msgpack",
     *,
     how: str = "subprotocol",
-    read: bool = True,
     **connect_kwargs: Any,
 ) -> AsyncIterator[StreamClient]:
-    """Connect, wait for the welcome, and yield the client; close it after.
+    """Connect, wait for the welcome, and yield the client; check the frame kinds and close it after.
 
     `how`: "subprotocol" (offer the encoding's subprotocol), "query" (`?encoding=`), or "none"
-    (neither: the server's default, msgpack).
+    (neither: the server's default, msgpack). `connect_kwargs` go to websockets' `connect`
+    (`sock=`, `max_queue=`, ...).
     """
     subprotocols = [SUBPROTOCOL[encoding]] if how == "subprotocol" else None
     if how == "query":
         url = f"{url}?encoding={encoding}"
     ws = await connect(
         url,
-        subprotocols=subprotocols,  # type: ignore[arg-type]
+        subprotocols=subprotocols,
         compression=None,
         max_size=None,
         ping_interval=None,
@@ -253,22 +306,12 @@ async def stream(
         close_timeout=5,
         **connect_kwargs,
     )
-    client = StreamClient(ws, encoding, read=read)
+    client = StreamClient(ws, encoding)
     try:
-        if read:
-            welcome = await client.wait_for(lambda f: True)
-            assert welcome.type == "welcome", welcome.message
+        welcome = await client.wait_for(lambda f: True)
+        if welcome.type != "welcome":
+            raise AssertionError(f"the first frame is not a welcome: {welcome.message}")
         yield client
-        if read:
-            client.check_frame_kinds()
+        client.check_frame_kinds()
     finally:
         await client.aclose()
-
-
-def assert_seq_increasing(deliveries: list[Delivery]) -> None:
-    """Per symbol, seq only ever increases (no duplicates, no going back)."""
-    last: dict[str, int] = {}
-    for d in deliveries:
-        previous = last.get(d.symbol, 0)
-        assert d.seq > previous, f"{d.symbol}: seq {d.seq} ({d.kind}, frame {d.index}) after seq {previous}"
-        last[d.symbol] = d.seq

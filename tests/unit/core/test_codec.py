@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from marketstream.codec import CODEC, BadFrame, decode_request
-from marketstream.tick import EncodedTick
+from marketstream.core.codec import CODEC, CODECS, SUBPROTOCOLS, BadFrame, Codec, decode_request
+from marketstream.core.tick import EncodedTick
 
 
 def tick(symbol: str = "AAPL", seq: int = 1) -> EncodedTick:
@@ -41,6 +41,16 @@ def test_json_frame_is_valid_json_with_the_ticks(kind: str) -> None:
     assert frame == {"type": kind, "ticks": [t.decode() for t in ticks]}
 
 
+@pytest.mark.parametrize("kind", ["ticks", "snapshot"])
+def test_msgpack_frame_of_each_kind(kind: str) -> None:
+    ticks = [tick("AAPL", 1), tick("EUR/USD", 7)]
+    assert msgpack.unpackb(CODEC["msgpack"].ticks(ticks, kind)) == {"type": kind, "ticks": [t.decode() for t in ticks]}
+
+
+def test_empty_json_frame_is_valid_json() -> None:
+    assert orjson.loads(CODEC["json"].ticks([])) == {"type": "ticks", "ticks": []}
+
+
 def test_both_codecs_carry_the_same_tick() -> None:
     t = tick("BTC/USD", 42)
     assert msgpack.unpackb(CODEC["msgpack"].ticks([t]))["ticks"] == orjson.loads(CODEC["json"].ticks([t]))["ticks"]
@@ -52,15 +62,20 @@ def test_control_messages_in_each_codec() -> None:
     assert orjson.loads(CODEC["json"].message(message)) == message
 
 
-def test_tick_survives_the_channel_layer_message() -> None:
-    t = tick("MSFT", 9)
-    back = EncodedTick.from_message(t.to_message())
-    assert (back.symbol, back.seq, back.msgpack, back.json) == (t.symbol, t.seq, t.msgpack, t.json)
+def test_codec_table() -> None:
+    assert CODECS == ("msgpack", "json")
+    assert SUBPROTOCOLS == {"marketstream.v1.msgpack": "msgpack", "marketstream.v1.json": "json"}
+    assert CODEC["msgpack"].binary and not CODEC["json"].binary
+    assert all(isinstance(CODEC[name], Codec) and CODEC[name].name == name for name in CODECS)
 
 
 def test_requests_decode_from_either_frame_kind() -> None:
     assert decode_request('{"op":"ping"}', None) == {"op": "ping"}
     assert decode_request(None, msgpack.packb({"op": "ping"})) == {"op": "ping"}
+
+
+def test_msgpack_requests_may_have_non_string_keys() -> None:
+    assert decode_request(None, msgpack.packb({1: "x"})) == {1: "x"}
 
 
 @pytest.mark.parametrize(
@@ -70,6 +85,13 @@ def test_requests_decode_from_either_frame_kind() -> None:
 def test_undecodable_frames_raise_bad_frame(text: str | None, data: bytes | None) -> None:
     with pytest.raises(BadFrame):
         decode_request(text, data)
+
+
+def test_bad_frame_names_the_error() -> None:
+    with pytest.raises(BadFrame, match="JSONDecodeError"):
+        decode_request("{", None)
+    with pytest.raises(BadFrame, match="empty frame"):
+        decode_request(None, None)
 
 
 @given(st.binary(max_size=256))

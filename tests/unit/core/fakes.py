@@ -1,0 +1,126 @@
+"""Fakes shared by the unit tests of the core: a clock, a tick transport, a peer. No I/O."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+import msgpack
+
+from marketstream.core.closes import Close
+from marketstream.core.store import Store
+from marketstream.core.tick import EncodedTick
+
+
+class Clock:
+    """A monotonic clock that moves only when a test moves it."""
+
+    def __init__(self, now: float = 100.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def tick(symbol: str, seq: int, price: float = 1.0) -> EncodedTick:
+    """A real encoded tick (frames built from it decode)."""
+    return EncodedTick.encode(
+        {
+            "symbol": symbol,
+            "seq": seq,
+            "ts": 1_700_000_000_000_000_000,
+            "price": price,
+            "size": 1.0,
+            "bid": 0.9,
+            "ask": 1.1,
+        }
+    )
+
+
+async def settle(turns: int = 10) -> None:
+    """Let the loop run the tasks that are ready (writers, flushes, leaves)."""
+    for _ in range(turns):
+        await asyncio.sleep(0)
+
+
+class FakeTransport:
+    """A TickTransport in memory.
+
+    `receive` returns what `push` put in (raising it when it is an exception); joins,
+    leaves and publishes are recorded. `fail_join` makes `join` of those symbols raise,
+    `on_join` runs inside `join` before it returns (to make ticks arrive meanwhile).
+    """
+
+    def __init__(self, store: Store | None = None) -> None:
+        self.store = store
+        self.opened = 0
+        self.fail_open: Exception | None = None
+        self.joined: set[str] = set()
+        self.joins: list[str] = []
+        self.leaves: list[str] = []
+        self.published: list[list[EncodedTick]] = []
+        self.fail_join: set[str] = set()
+        self.on_join: Callable[[str], Awaitable[None]] | None = None
+        self.inbox: asyncio.Queue[EncodedTick | Exception] = asyncio.Queue()
+
+    def push(self, item: EncodedTick | Exception) -> None:
+        self.inbox.put_nowait(item)
+
+    async def open(self) -> None:
+        if self.fail_open is not None:
+            raise self.fail_open
+        self.opened += 1
+
+    async def receive(self) -> EncodedTick:
+        item = await self.inbox.get()
+        if isinstance(item, Exception):
+            raise item
+        return item
+
+    async def join(self, symbol: str) -> None:
+        if self.on_join is not None:
+            await self.on_join(symbol)
+        if symbol in self.fail_join:
+            raise ConnectionError(f"cannot join {symbol}")
+        self.joins.append(symbol)
+        self.joined.add(symbol)
+
+    async def leave(self, symbol: str) -> None:
+        self.leaves.append(symbol)
+        self.joined.discard(symbol)
+
+    async def publish(self, ticks: Sequence[EncodedTick]) -> None:
+        if self.store is not None:
+            await self.store.save(ticks)
+        self.published.append(list(ticks))
+
+
+class Peer:
+    """The edge of one connection: records the frames sent (decoded) and the closes."""
+
+    def __init__(self, writable: bool = True) -> None:
+        self.frames: list[dict[str, Any]] = []
+        self.closes: list[tuple[Close, str]] = []
+        self.is_writable = writable
+
+    async def send(self, frame: bytes) -> None:
+        self.frames.append(msgpack.unpackb(frame))
+
+    def closer(self, code: Close, reason: str) -> None:
+        self.closes.append((code, reason))
+
+    def writable(self) -> bool:
+        return self.is_writable
+
+    def types(self) -> list[str]:
+        return [f["type"] for f in self.frames]
+
+    def take(self) -> list[dict[str, Any]]:
+        """The frames sent since the last call."""
+        frames, self.frames = self.frames, []
+        return frames
+
+    def ticks(self) -> list[tuple[str, int]]:
+        """(symbol, seq) of every tick in the `ticks` frames sent since the last call."""
+        return [(t["symbol"], t["seq"]) for f in self.take() if f["type"] == "ticks" for t in f["ticks"]]
