@@ -167,6 +167,8 @@ class StreamConnection(asyncio.Protocol):
                 self.check.ticks(message["ticks"], recv_ns, mono_ns)
             elif kind == "snapshot":
                 self.check.ticks(message["ticks"], recv_ns, mono_ns, snapshot=True)
+            elif kind == "reset":
+                self.check.reset(message["symbol"])
             elif kind == "welcome":
                 if not self.welcome.done():
                     self.welcome.set_result(message)

@@ -247,6 +247,8 @@ class HubStreamUser(User):
                     record(fire, "ticks", worst_us / 1000, len(data))
                 if TOTALS.seq_violations != seq_before or TOTALS.throttle_violations != throttle_before:
                     self._report_violations(seq_before, throttle_before)
+            elif kind == "reset":
+                check.reset(message["symbol"])
             elif kind == "pong":
                 sent = self.pings.pop(message.get("id"), None)
                 if sent is not None:

@@ -10,6 +10,10 @@ Checks (PROTOCOL.md, Semantics):
   `snapshot` and `ticks` frames. A tick whose seq is not above the last one seen is a
   *seq violation*; a jump of more than one is a *gap* (ticks conflated or lost), counted
   as the number of ticks skipped.
+- accounting: a tick carries `conflated`, the ticks it stands in for, so each gap splits
+  into conflated and *lost* (`seq - previous - 1 - conflated`, ticks lost before the hub:
+  0 in normal operation). A `conflated` larger than the gap is *overcounted* (a hub bug).
+  After a `reset` frame a symbol's accounting starts again (`reset`).
 - throttle: with `throttle_ms > 0`, two ticks of one symbol received on one connection
   closer than ``throttle_ms - tolerance_ms`` apart (client receive time, monotonic clock)
   are a *throttle violation*. The tolerance absorbs client-side scheduling jitter: a frame
@@ -69,15 +73,18 @@ class Totals:
     """Counters over many connections. Window counters restart with `reset_window`;
     violation counters cover the whole run (a violation is a bug whenever it happens)."""
 
-    WINDOW = ("ticks", "frames", "bytes", "gaps", "snapshot_ticks")
-    RUN = ("seq_violations", "throttle_violations", "disconnects", "errors")
+    WINDOW = ("ticks", "frames", "bytes", "gaps", "conflated", "snapshot_ticks")
+    RUN = ("seq_violations", "throttle_violations", "lost", "overcounted", "disconnects", "errors")
 
     def __init__(self) -> None:
         self.ticks = 0  # live ticks received
         self.frames = 0  # data frames received (any type)
         self.bytes = 0  # payload bytes of those frames
-        self.gaps = 0  # ticks skipped (seq jumps)
+        self.gaps = 0  # ticks skipped (seq jumps): conflated + lost
+        self.conflated = 0  # ticks skipped that the hub accounted for as conflated
         self.snapshot_ticks = 0
+        self.lost = 0  # ticks skipped that nobody accounted for (lost before the hub)
+        self.overcounted = 0  # `conflated` beyond the gap it stands for
         self.seq_violations = 0
         self.throttle_violations = 0
         self.disconnects = 0  # connections closed by the server or lost
@@ -144,8 +151,17 @@ class StreamCheck:
                 if len(self.violations) < 20:
                     self.violations.append(f"{symbol}: seq {seq} after {prev}")
             else:
-                if prev and seq > prev + 1:
-                    totals.gaps += seq - prev - 1
+                merged = tick.get("conflated", 0)
+                if prev:
+                    skipped = seq - prev - 1
+                    totals.gaps += skipped
+                    totals.conflated += merged
+                    if merged > skipped:
+                        totals.overcounted += merged - skipped
+                        if len(self.violations) < 20:
+                            self.violations.append(f"{symbol}: seq {seq} after {prev} with conflated {merged}")
+                    else:
+                        totals.lost += skipped - merged
                 last_seq[symbol] = seq
             if self.min_gap_ns:
                 before = self.last_at.get(symbol)
@@ -167,6 +183,10 @@ class StreamCheck:
             if worst > totals.max_us:
                 totals.max_us = worst
         return worst
+
+    def reset(self, symbol: str) -> None:
+        """A `reset` frame: the symbol's seq restarts, and its accounting with it."""
+        self.last_seq.pop(symbol, None)
 
     def stale(self, final: Mapping[str, int], symbols: Iterable[str]) -> int:
         """How many of `symbols` this connection did not end on: its last seq differs from

@@ -54,6 +54,24 @@ class HubCollector(Collector):
         yield CounterMetricFamily(
             "marketstream_layer_errors", "Channel-layer receive errors", value=hub.stats.transport_errors if hub else 0
         )
+        stats = hub.stats if hub else None
+        history = hub.history.stats if hub else None
+        for name, text, value in (
+            ("marketstream_resets", "New epochs seen: a symbol's seq restarted", stats.resets if stats else 0),
+            ("marketstream_ticks_filled", "Ticks of gaps in what the hub received, read from history",
+             stats.ticks_filled if stats else 0),
+            ("marketstream_ticks_lost", "Seqs the hub never received that history no longer held",
+             stats.ticks_lost if stats else 0),
+            ("marketstream_recoveries_served", "Symbols recovered from history after `since`",
+             history.served if history else 0),
+            ("marketstream_recoveries_refused", "Symbols answered recovered: false",
+             history.refused if history else 0),
+            ("marketstream_ticks_recovered", "Ticks delivered from history by recovery",
+             history.ticks if history else 0),
+            ("marketstream_history_reads", "History round trips of recovery (shared by requests)",
+             history.reads if history else 0),
+        ):  # fmt: skip
+            yield CounterMetricFamily(name, text, value=value)
 
 
 def render(hub: Hub | None) -> bytes:

@@ -88,6 +88,10 @@ MARKETSTREAM: dict[str, Any] = {
     "SOCKET_SEND_BUFFER": env_int("MARKETSTREAM_SOCKET_SEND_BUFFER", 262144),
     # extra wait before flushing outboxes, to put more ticks in one frame (0: next loop turn)
     "FLUSH_MS": env_float("MARKETSTREAM_FLUSH_MS", 0.0),
+    # ticks of history kept per symbol (Redis stream, approximately), for recovery and /api/v1/history
+    "HISTORY_MAXLEN": env_int("MARKETSTREAM_HISTORY_MAXLEN", 2000),
+    # ticks one symbol's recovery may deliver (announced as max_recovery; at most HISTORY_MAXLEN)
+    "MAX_RECOVERY": env_int("MARKETSTREAM_MAX_RECOVERY", 2000),
     # the simulated feed that runs inside the server on the embedded default
     "EMBEDDED_FEED_RATE": env_float("MARKETSTREAM_EMBEDDED_FEED_RATE", 40.0),
 }

@@ -12,6 +12,8 @@ from django.shortcuts import render
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from marketstream import metrics
+from marketstream.core.store import MAX_HISTORY_READ
+from marketstream.core.symbols import normalize
 from marketstream.wiring import HUB_START_TIMEOUT, Services, embedded
 
 
@@ -29,12 +31,46 @@ async def index(request: HttpRequest) -> HttpResponse:
 
 
 async def symbols(request: HttpRequest) -> JsonResponse:
-    """The catalog: every symbol with its last tick (null before its first)."""
+    """The catalog: every symbol with its epoch and last tick (null before its first)."""
     try:
         catalog = await asyncio.wait_for(services_of(request).store.catalog(), 2.0)
     except Exception as exc:
         return JsonResponse({"error": "unavailable", "message": f"catalog unavailable: {exc}"}, status=503)
-    return JsonResponse({"symbols": [{"symbol": s, "last": t.decode() if t else None} for s, t in catalog.items()]})
+    entries = [
+        {"symbol": s, "epoch": t.epoch if t else None, "last": t.decode() if t else None} for s, t in catalog.items()
+    ]
+    return JsonResponse({"symbols": entries})
+
+
+def _error(status: int, code: str, message: str) -> JsonResponse:
+    return JsonResponse({"error": code, "message": message}, status=status)
+
+
+async def history(request: HttpRequest) -> JsonResponse:
+    """`GET /api/v1/history?symbol=S&limit=L[&after_seq=N]`: the last L ticks, or the
+    first L after N, oldest first, with the symbol's epoch and the oldest seq kept."""
+    symbol = normalize(request.GET.get("symbol", ""))
+    if symbol is None:
+        return _error(400, "bad_request", "symbol: expected 1-32 characters of A-Z 0-9 . - / : _")
+    try:
+        limit = int(request.GET.get("limit", "100"))
+        after = request.GET.get("after_seq")
+        after_seq = int(after) if after is not None else None
+    except ValueError:
+        return _error(400, "bad_request", "limit and after_seq must be integers")
+    if not 1 <= limit <= MAX_HISTORY_READ:
+        return _error(400, "bad_request", f"limit must be 1..{MAX_HISTORY_READ}, got {limit}")
+    if after_seq is not None and after_seq < 0:
+        return _error(400, "bad_request", f"after_seq must be >= 0, got {after_seq}")
+    try:
+        store = services_of(request).store
+        if not (await asyncio.wait_for(store.known([symbol]), 2.0))[0]:
+            return _error(404, "unknown_symbol", f"{symbol} is not in the catalog")
+        found = await asyncio.wait_for(store.history(symbol, after_seq, limit), 5.0)
+    except Exception as exc:
+        return _error(503, "unavailable", f"history unavailable: {exc}")
+    ticks = [t.decode() for t in found.ticks]
+    return JsonResponse({"symbol": symbol, "epoch": found.epoch, "first_seq": found.first_seq, "ticks": ticks})
 
 
 async def healthz(request: HttpRequest) -> JsonResponse:

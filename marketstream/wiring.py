@@ -46,14 +46,16 @@ def limits() -> Limits:
         min_throttle_ms=config["MIN_THROTTLE_MS"],
         max_throttle_ms=config["MAX_THROTTLE_MS"],
         max_pending=config["MAX_PENDING"],
+        max_recovery=min(config["MAX_RECOVERY"], config["HISTORY_MAXLEN"]),
     )
 
 
 def make_store() -> Store:
     """The store: Redis at REDIS_URL, or a new in-memory store on the embedded default."""
+    length = settings.MARKETSTREAM["HISTORY_MAXLEN"]
     if embedded():
-        return MemoryStore()
-    return redis_store.RedisStore(redis_store.connect(settings.REDIS_URL), settings.MARKETSTREAM["PREFIX"])
+        return MemoryStore(length)
+    return redis_store.RedisStore(redis_store.connect(settings.REDIS_URL), settings.MARKETSTREAM["PREFIX"], length)
 
 
 @dataclass

@@ -1,10 +1,12 @@
 """The tick transport over a Channels layer: one group per symbol, one member per hub.
 
-`LayerTransport` works on any layer (the in-memory layer of the embedded default):
-a tick is one `group_send`. `PubSubTransport` is for channels_redis's pub/sub layer
-with the Redis store: a batch of ticks is one MULTI round trip, the snapshots' HSET
-first and then one PUBLISH per tick, written in the layer's own message format and on
-its own channel names, so every hub's layer receives them as if from `group_send`.
+`LayerTransport` works on any layer (the in-memory layer of the embedded default): the
+store assigns seq and keeps the ticks, then each tick is one `group_send`.
+`PubSubTransport` is for channels_redis's pub/sub layer with the Redis store: a batch
+is one call of publish.lua, which assigns seq, keeps the ticks and PUBLISHes them in
+the layer's own message format on its own channel names, in one atomic step, so every
+hub's layer receives them as if from `group_send`, in seq order whatever the number of
+publishers.
 That needs two private helpers of channels_redis (`_get_layer`,
 `_get_group_channel_name`): this module is the only place that uses them, and
 tests/adapters/test_transport.py fails loudly when a channels_redis release breaks them.
@@ -19,7 +21,7 @@ from channels_redis.pubsub import RedisPubSubChannelLayer
 
 from marketstream.adapters.redis_store import RedisStore
 from marketstream.core.store import Store
-from marketstream.core.tick import EncodedTick
+from marketstream.core.tick import Draft, EncodedTick
 from marketstream.core.transport import MalformedMessage, TickTransport
 
 GROUP_PREFIX = "tick"
@@ -38,7 +40,7 @@ def group_name(prefix: str, symbol: str) -> str:
 
 def to_message(tick: EncodedTick) -> dict[str, Any]:
     """The channel-layer message that carries a tick to every hub."""
-    return {"type": "tick", "s": tick.symbol, "q": tick.seq, "m": tick.msgpack, "j": tick.json}
+    return {"type": "tick", "s": tick.symbol, "q": tick.seq, "m": tick.msgpack, "j": tick.json, "e": tick.epoch}
 
 
 def from_message(message: Any) -> EncodedTick | None:
@@ -52,9 +54,12 @@ def from_message(message: Any) -> EncodedTick | None:
         symbol, seq, packed, json = message["s"], int(message["q"]), message["m"], message["j"]
     except (KeyError, TypeError, ValueError) as exc:
         raise MalformedMessage(f"tick message without a valid {exc!s}") from exc
+    epoch = message.get("e", "")
     if not (isinstance(symbol, str) and isinstance(packed, bytes) and isinstance(json, bytes)):
         raise MalformedMessage("tick message fields have the wrong types")
-    return EncodedTick(symbol, seq, packed, json)
+    if not isinstance(epoch, str):
+        raise MalformedMessage(f"tick message epoch must be a string, got {type(epoch).__name__}")
+    return EncodedTick(symbol, seq, packed, json, epoch)
 
 
 class LayerTransport:
@@ -85,32 +90,24 @@ class LayerTransport:
     async def leave(self, symbol: str) -> None:
         await self.layer.group_discard(group_name(self.group_prefix, symbol), self.channel)
 
-    async def publish(self, ticks: Sequence[EncodedTick]) -> None:
-        if not ticks:
-            return
-        await self.store.save(ticks)
+    async def publish(self, drafts: Sequence[Draft]) -> list[EncodedTick]:
+        ticks = await self.store.append(drafts)
         for tick in ticks:
             await self.layer.group_send(group_name(self.group_prefix, tick.symbol), to_message(tick))
+        return ticks
 
 
 class PubSubTransport(LayerTransport):
-    """Ticks over channels_redis's pub/sub layer, published with the snapshots in one MULTI."""
+    """Ticks over channels_redis's pub/sub layer, published by publish.lua as they are kept."""
 
     def __init__(self, layer: RedisPubSubChannelLayer, store: RedisStore, group_prefix: str = GROUP_PREFIX) -> None:
         super().__init__(layer, store, group_prefix)
         self.redis_store = store
 
-    async def publish(self, ticks: Sequence[EncodedTick]) -> None:
-        if not ticks:
-            return
-        layer = self.layer
-        loop_layer = layer._get_layer()
-        async with self.redis_store.redis.pipeline(transaction=True) as pipe:
-            self.redis_store.queue_save(pipe, ticks)
-            for tick in ticks:
-                channel = loop_layer._get_group_channel_name(group_name(self.group_prefix, tick.symbol))
-                pipe.publish(channel, layer.serialize(to_message(tick)))
-            await pipe.execute()
+    async def publish(self, drafts: Sequence[Draft]) -> list[EncodedTick]:
+        loop_layer = self.layer._get_layer()
+        channels = [loop_layer._get_group_channel_name(group_name(self.group_prefix, d.symbol)) for d in drafts]
+        return await self.redis_store.append(drafts, channels)
 
 
 def transport_for(layer: Any, store: Store, group_prefix: str = GROUP_PREFIX) -> TickTransport:

@@ -22,6 +22,7 @@ from collections.abc import Awaitable, Callable, Iterator
 from marketstream.core.closes import Close
 from marketstream.core.codec import Codec
 from marketstream.core.limits import Limits
+from marketstream.core.losses import Losses
 from marketstream.core.outbox import Outbox
 from marketstream.core.stats import Stats
 
@@ -76,11 +77,12 @@ class Connection:
         writable: Callable[[], bool] | None = None,
         clock: Callable[[], float] = time.monotonic,
         stats: Stats | None = None,
+        losses: Losses | None = None,
     ) -> None:
         self.codec = codec
         self.limits = limits
         self.session = session
-        self.outbox = Outbox(limits.max_pending)
+        self.outbox = Outbox(limits.max_pending, losses)
         self.subscriptions: dict[str, int] = {}
         self.sent_at: dict[str, float] = {}  # symbol -> clock() of the last throttled delivery
         self.dirty = False  # queued in the fanout's flush list
@@ -170,6 +172,13 @@ class Connection:
         task = self._writer
         if task is None or task.done():
             self._writer = asyncio.get_running_loop().create_task(self.drain())
+
+    def reset(self, symbol: str, epoch: str) -> None:
+        """`symbol`'s seq restarted in a new epoch: drop its pending ticks, accept its seq
+        from 1 again, and tell the client (`reset`) before any tick of the new epoch."""
+        self.outbox.discard([symbol])
+        self.outbox.last_seq.pop(symbol, None)
+        self.reply({"type": "reset", "symbol": symbol, "epoch": epoch})
 
     def is_behind(self, now: float, timeout: float) -> bool:
         """True when the client has stayed behind (conflating or stuck in a send) for `timeout` s."""

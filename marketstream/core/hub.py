@@ -1,14 +1,16 @@
 """The hub: one per process, the process-local fan-out of ticks to connections.
 
 The hub receives every tick of the symbols its connections want from the tick
-transport, once per process, and hands each to its local subscribers: unthrottled ones
-through `Fanout`, throttled ones through `Throttle`'s buckets. `Membership` joins and
-leaves symbols on the transport. Subscribing and unsubscribing are the hub's
-operations and own every ordering rule:
+transport, once per process; `Inbound` checks it against its symbol's epoch and seq
+(filling gaps from history, resetting subscribers on a new epoch), and the hub hands it
+to its local subscribers: unthrottled ones through `Fanout`, throttled ones through
+`Throttle`'s buckets. `Membership` joins and leaves symbols on the transport.
+Subscribing and unsubscribing are the hub's operations and own every ordering rule:
 
-- ticks of a subscribe wait behind its ack and its snapshot (the connection is held);
-- the snapshot race: route and join first, read the snapshot second, and let the
-  outbox drop any seq that is not above the last one sent;
+- ticks of a subscribe wait behind its ack, its snapshot and its recovered ticks (the
+  connection is held);
+- the snapshot and recovery race: route and join first, read the snapshot or history
+  second, and let the outbox drop any seq that is not above the last one sent;
 - a throttle change moves a route without a duplicate or an early delivery;
 - after `unsubscribe` queues its ack, no tick of those symbols is sent.
 
@@ -27,11 +29,14 @@ from marketstream.core.closes import Close
 from marketstream.core.codec import Codec
 from marketstream.core.connection import Closer, Connection, Send
 from marketstream.core.fanout import Fanout
+from marketstream.core.inbound import Inbound
 from marketstream.core.limits import Limits
+from marketstream.core.losses import Losses
 from marketstream.core.membership import Membership
+from marketstream.core.recovery import HistoryReads, missed
 from marketstream.core.requests import Request
 from marketstream.core.stats import Stats
-from marketstream.core.store import Store
+from marketstream.core.store import History, Store
 from marketstream.core.throttle import Throttle
 from marketstream.core.tick import EncodedTick, now_ns
 from marketstream.core.transport import MalformedMessage, TickTransport
@@ -41,6 +46,7 @@ log = logging.getLogger(__name__)
 PROTOCOL_VERSION = 1
 STORE_TIMEOUT = 5.0  # seconds a request waits for the store or the transport (catalog, join, snapshots)
 RETRY_DELAY = 1.0  # seconds between receive attempts while the transport fails
+FRAME_TICKS = 2000  # ticks per frame of recovered ticks (frames stay well below 1 MiB)
 
 
 class Hub:
@@ -60,9 +66,12 @@ class Hub:
         self.limits = limits or Limits()
         self.clock = clock  # monotonic seconds; throttle intervals and slow-client timing
         self.stats = Stats()
+        self.losses = Losses()
         self.fanout = Fanout(clock, flush_delay, slow_client_timeout)
         self.throttle = Throttle(self.fanout, clock)
-        self.membership = Membership(transport, self.routed)
+        self.inbound = Inbound(store, self._deliver, self._reset, self.losses, self.stats)
+        self.membership = Membership(transport, self.routed, self.inbound.forget)
+        self.history = HistoryReads(store, self.limits.max_recovery)
         self.connections: set[Connection] = set()
         self._receiver: asyncio.Task[None] | None = None
         self._starting = asyncio.Lock()
@@ -85,6 +94,8 @@ class Hub:
         self.throttle.stop()
         self.fanout.stop()
         self.membership.stop()
+        self.inbound.stop()
+        self.history.stop()
 
     @property
     def started(self) -> bool:
@@ -122,10 +133,19 @@ class Hub:
                 log.exception("hub: delivering %r failed", tick)
 
     def on_tick(self, tick: EncodedTick) -> None:
-        """Hand one tick to every local subscriber of its symbol."""
+        """Take one tick from the transport: checked by `Inbound`, then delivered."""
         self.stats.ticks_received += 1
+        self.inbound.on_tick(tick)
+
+    def _deliver(self, tick: EncodedTick) -> None:
+        """Hand one tick to every local subscriber of its symbol."""
         self.fanout.deliver(tick)
         self.throttle.offer(tick)
+
+    def _reset(self, symbol: str, epoch: str) -> None:
+        self.throttle.reset(symbol)
+        for conn in self.fanout.routes.get(symbol, set()) | self.throttle.subscribers(symbol):
+            conn.reset(symbol, epoch)
 
     # -- connections ----------------------------------------------------------------
 
@@ -144,7 +164,7 @@ class Hub:
         once, from `Connection.close`); `writable()` says whether a send would not wait.
         """
         limits = limits or self.limits
-        conn = Connection(codec, send, limits, session, closer, writable, self.clock, self.stats)
+        conn = Connection(codec, send, limits, session, closer, writable, self.clock, self.stats, self.losses)
         self.connections.add(conn)
         conn.reply(
             {
@@ -190,8 +210,9 @@ class Hub:
         """Subscribe `conn` to the request's symbols that are in the catalog, within its
         limits, at the request's effective throttle (replacing an earlier one).
 
-        Queues the ack, then (with `snapshot`) one snapshot frame of the new symbols;
-        live ticks follow them, each seq above the one before.
+        Queues the ack (with each symbol's epoch, and `recovered` for `since`), then for
+        the new symbols their recovered ticks, or with `snapshot` (or a refused
+        recovery) one snapshot frame; live ticks follow, each seq above the one before.
         """
         rejected = dict(request.rejected)
         wanted = request.symbols
@@ -211,7 +232,8 @@ class Hub:
         throttle = conn.limits.throttle(request.throttle_ms)
         fresh = [s for s in accepted if s not in conn.subscriptions]
         before = {s: conn.subscriptions[s] for s in accepted if s in conn.subscriptions}
-        with conn.holding():  # ticks wait behind the ack and the snapshot
+        since = {s: request.since[s] for s in fresh if s in request.since}  # ignored for the others
+        with conn.holding():  # ticks wait behind the ack, the snapshot and the recovered ticks
             try:
                 await asyncio.wait_for(self.membership.join(self._route(conn, accepted, throttle)), STORE_TIMEOUT)
             except BaseException:
@@ -222,18 +244,27 @@ class Hub:
                 for symbol, old in before.items():
                     self._route(conn, [symbol], old)
                 raise
-            conn.reply(
-                {
-                    "type": "ack",
-                    "id": request.id,
-                    "op": "subscribe",
-                    "symbols": accepted,
-                    "throttle_ms": throttle,
-                    "rejected": rejected,
-                }
-            )
-            if request.snapshot and fresh:
-                self._queue_snapshot(conn, await self._snapshots(fresh), throttle)
+            # read after the join: what these return meets the live ticks held meanwhile
+            recovered = await self._recoverable(conn, since)
+            snapshots = await self._snapshots([s for s in accepted if s not in recovered])
+            epochs = {s: t.epoch for s, t in snapshots.items()}
+            epochs.update((s, h.epoch) for s, (h, _) in recovered.items())
+            ack: dict[str, object] = {
+                "type": "ack",
+                "id": request.id,
+                "op": "subscribe",
+                "symbols": accepted,
+                "throttle_ms": throttle,
+                "rejected": rejected,
+                "epochs": epochs,
+            }
+            if since:
+                ack["recovered"] = {s: s in recovered for s in since}
+            conn.reply(ack)
+            for symbol, (_, ticks) in recovered.items():
+                self._queue_recovered(conn, symbol, since[symbol][0], ticks, throttle)
+            wanted_snapshots = [s for s in fresh if s not in recovered and (request.snapshot or s in since)]
+            self._queue_snapshot(conn, [snapshots[s] for s in wanted_snapshots if s in snapshots], throttle)
 
     def unsubscribe(self, conn: Connection, request: Request) -> None:
         """Unsubscribe `conn` from the request's symbols and queue the ack. After this
@@ -242,15 +273,37 @@ class Hub:
         ack = {"type": "ack", "id": request.id, "op": "unsubscribe", "symbols": request.symbols}
         conn.reply({**ack, "rejected": request.rejected})
 
-    async def _snapshots(self, symbols: list[str]) -> list[EncodedTick]:
-        """The stored snapshots of `symbols`, in their order; none if the store fails
-        (the ack is already queued: the live ticks follow, with their seq)."""
+    async def _recoverable(
+        self, conn: Connection, since: dict[str, tuple[int, str | None]]
+    ) -> dict[str, tuple[History, list[EncodedTick]]]:
+        """For each symbol of `since` that can be recovered, its history and the ticks the
+        client missed (PROTOCOL.md, "Recovery"). A store failure refuses them all."""
+        if not since:
+            return {}
         try:
-            found = await asyncio.wait_for(self.store.snapshots(symbols), STORE_TIMEOUT)
+            tails = await asyncio.gather(*(self.history.tail(s) for s in since))
+        except Exception:
+            log.exception("history read failed; answering recovered: false")
+            tails = []
+        found: dict[str, tuple[History, list[EncodedTick]]] = {}
+        for (symbol, (seq, epoch)), history in zip(since.items(), tails, strict=False):
+            ticks = missed(history, seq, epoch, conn.limits.max_recovery)
+            if ticks is not None:
+                found[symbol] = (history, ticks)
+        self.history.stats.served += len(found)
+        self.history.stats.refused += len(since) - len(found)
+        return found
+
+    async def _snapshots(self, symbols: list[str]) -> dict[str, EncodedTick]:
+        """The stored snapshots of `symbols` that have one; none if the store fails (the
+        live ticks follow, with their seq)."""
+        if not symbols:
+            return {}
+        try:
+            return await asyncio.wait_for(self.store.snapshots(symbols), STORE_TIMEOUT)
         except Exception:
             log.exception("snapshot read failed; subscribing without a snapshot")
-            return []
-        return [found[s] for s in symbols if s in found]
+            return {}
 
     def _queue_snapshot(self, conn: Connection, stored: list[EncodedTick], throttle: int) -> None:
         ticks = conn.outbox.accept_snapshot(stored)
@@ -261,6 +314,21 @@ class Hub:
             for tick in ticks:
                 self.throttle.delivered(conn, tick.symbol, throttle, now)
         conn.outbox.add_control(conn.codec.ticks(ticks, "snapshot"))
+
+    def _queue_recovered(
+        self, conn: Connection, symbol: str, since: int, ticks: list[EncodedTick], throttle: int
+    ) -> None:
+        """Queue what `conn` missed of `symbol` after `since`, with the live ticks that came
+        meanwhile, as `ticks` frames; under a throttle only the newest, with `conflated`."""
+        merged = conn.outbox.accept_recovery(symbol, since, ticks)
+        self.history.stats.ticks += len(ticks)
+        if not merged:
+            return
+        if throttle:
+            merged = [merged[-1].with_conflated(len(merged) - 1)]
+            self.throttle.delivered(conn, symbol, throttle, self.clock())
+        for start in range(0, len(merged), FRAME_TICKS):
+            conn.outbox.add_control(conn.codec.ticks(merged[start : start + FRAME_TICKS]))
 
     # -- routes ---------------------------------------------------------------------
 
@@ -313,6 +381,7 @@ class Hub:
                 continue
             self._unroute(conn, symbol, throttle)
             conn.sent_at.pop(symbol, None)
+            conn.outbox.last_seq.pop(symbol, None)  # no reset reaches it now: start afresh
             removed.append(symbol)
             if not self.routed(symbol):
                 self.membership.leave_soon(symbol)

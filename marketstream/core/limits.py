@@ -11,6 +11,7 @@ THROTTLE_STEP_MS = 10  # throttles are rounded up to this step: each distinct va
 class Limits:
     """What one connection may do (PROTOCOL.md, `welcome.limits`).
 
+    With `max_recovery` 0 only a client that missed nothing recovers.
     `max_pending` is not announced: it bounds the connection's outbox (past it, the
     outbox conflates).
     """
@@ -21,11 +22,14 @@ class Limits:
     min_throttle_ms: int = 0
     max_throttle_ms: int = 60000
     max_pending: int = 1000
+    max_recovery: int = 2000  # ticks one symbol's recovery may deliver (no more than history keeps)
 
     def __post_init__(self) -> None:
         for name in ("max_subscriptions", "max_message_bytes", "max_requests_per_s", "max_pending"):
             if getattr(self, name) < 1:
                 raise ValueError(f"limit {name} must be >= 1, got {getattr(self, name)}")
+        if self.max_recovery < 0:
+            raise ValueError(f"limit max_recovery must be >= 0, got {self.max_recovery}")
         if not 0 <= self.min_throttle_ms <= self.max_throttle_ms:
             raise ValueError(
                 f"throttle limits must satisfy 0 <= min <= max, got {self.min_throttle_ms}..{self.max_throttle_ms}"
@@ -39,6 +43,7 @@ class Limits:
             "max_requests_per_s": self.max_requests_per_s,
             "min_throttle_ms": self.min_throttle_ms,
             "max_throttle_ms": self.max_throttle_ms,
+            "max_recovery": self.max_recovery,
         }
 
     def throttle(self, requested: int | None) -> int:

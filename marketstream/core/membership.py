@@ -18,9 +18,12 @@ log = logging.getLogger(__name__)
 class Membership:
     """Joins and leaves of symbols, one at a time per symbol (a lock each)."""
 
-    def __init__(self, transport: TickTransport, routed: Callable[[str], bool]) -> None:
+    def __init__(
+        self, transport: TickTransport, routed: Callable[[str], bool], left: Callable[[str], None] | None = None
+    ) -> None:
         self.transport = transport
         self.routed = routed  # whether a local connection still wants the symbol
+        self.left = left  # told after the transport left a symbol
         self.joined: set[str] = set()
         self._locks: dict[str, asyncio.Lock] = {}
         self._leaving: set[asyncio.Task[None]] = set()
@@ -53,6 +56,8 @@ class Membership:
                     await self.transport.leave(symbol)
                 except Exception:
                     log.exception("hub: leaving %s failed", symbol)
+                if self.left is not None:
+                    self.left(symbol)
 
     def _lock(self, symbol: str) -> asyncio.Lock:
         lock = self._locks.get(symbol)

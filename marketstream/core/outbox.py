@@ -10,6 +10,10 @@ Contracts:
 - Bounded: past `max_ticks` pending ticks the outbox conflates (keeps the latest tick
   of each symbol), so it never holds more ticks than the connection has symbols.
 - `put_latest` (throttled subscriptions) replaces a pending tick of the same symbol.
+- Accounted conflation: a tick that stands in for ticks the connection did not get
+  carries their number in `conflated` (throttle and slow-client conflation alike), so
+  for each symbol `seq - previous_seq - 1 - conflated` is the number of ticks lost
+  before the hub (`Losses`), 0 in normal operation.
 
 Invariant: a symbol's tick in `latest` is newer than its ticks in `ticks`, so taking
 `ticks` then `latest` keeps seq increasing.
@@ -19,19 +23,21 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from marketstream.core.losses import Losses
 from marketstream.core.tick import EncodedTick
 
 
 class Outbox:
-    __slots__ = ("conflations", "controls", "last_seq", "latest", "max_ticks", "ticks")
+    __slots__ = ("conflations", "controls", "last_seq", "latest", "losses", "max_ticks", "ticks")
 
-    def __init__(self, max_ticks: int) -> None:
+    def __init__(self, max_ticks: int, losses: Losses | None = None) -> None:
         self.controls: list[bytes] = []  # few at a time; a list is 10x smaller than a deque
         self.ticks: list[EncodedTick] = []
         self.latest: dict[str, EncodedTick] = {}
         self.last_seq: dict[str, int] = {}
         self.max_ticks = max_ticks
         self.conflations = 0
+        self.losses = losses if losses is not None else Losses()  # the hub's: seqs never received
 
     def __len__(self) -> int:
         return len(self.ticks) + len(self.latest)
@@ -53,20 +59,42 @@ class Outbox:
         return True
 
     def put_latest(self, tick: EncodedTick) -> bool:
-        """Queue a tick, replacing a pending one of its symbol. False if dropped as old."""
-        if tick.seq <= self.last_seq.get(tick.symbol, 0):
+        """Queue a tick, replacing a pending one of its symbol. False if dropped as old.
+
+        The tick carries `conflated`: the ticks since the connection's previous one
+        that it stands in for (minus those lost before the hub).
+        """
+        symbol = tick.symbol
+        last = self.last_seq.get(symbol, 0)
+        if tick.seq <= last:
             return False
-        self.last_seq[tick.symbol] = tick.seq
-        self.latest[tick.symbol] = tick
+        self.last_seq[symbol] = tick.seq
+        prev = self.latest.get(symbol)
+        if prev is not None:  # replaced before it was sent: this one stands in for it too
+            n = prev.conflated + tick.seq - prev.seq - self.losses.between(symbol, prev.seq, tick.seq)
+        elif last:
+            n = tick.seq - last - 1 - self.losses.between(symbol, last, tick.seq)
+        else:  # the first tick of the symbol on this connection: nothing to account for
+            n = 0
+        self.latest[symbol] = tick.with_conflated(n)
         return True
 
     def conflate(self) -> None:
-        """Keep only the latest pending tick of each symbol."""
+        """Keep only the latest pending tick of each symbol, counting what it stands in for."""
         newest: dict[str, EncodedTick] = {}
+        dropped: dict[str, int] = {}
         for tick in self.ticks:
+            prev = newest.get(tick.symbol)
+            if prev is not None:
+                dropped[tick.symbol] = dropped.get(tick.symbol, 0) + 1 + prev.conflated
             newest[tick.symbol] = tick
+        latest = self.latest
         for symbol, tick in newest.items():
-            self.latest.setdefault(symbol, tick)  # a tick already in `latest` is newer
+            held = latest.get(symbol)
+            if held is None:
+                latest[symbol] = tick.with_conflated(tick.conflated + dropped.get(symbol, 0))
+            else:  # the tick already in `latest` is newer: it stands in for all of these
+                latest[symbol] = held.with_conflated(held.conflated + dropped.get(symbol, 0) + 1 + tick.conflated)
         self.ticks = []
         self.conflations += 1
 
@@ -85,7 +113,7 @@ class Outbox:
         not newer than what the connection already has is left out. So seq keeps
         increasing across the snapshot frame and the ticks that follow it.
         """
-        snap = {t.symbol: t for t in ticks}
+        snap = {t.symbol: t.base for t in ticks}
         pending: set[str] = set()
         if self.ticks:
             keep = []
@@ -93,7 +121,7 @@ class Outbox:
                 if tick.symbol in snap:
                     pending.add(tick.symbol)
                     if tick.seq > snap[tick.symbol].seq:
-                        snap[tick.symbol] = tick
+                        snap[tick.symbol] = tick.base
                 else:
                     keep.append(tick)
             self.ticks = keep
@@ -101,7 +129,7 @@ class Outbox:
             tick = self.latest.pop(symbol)
             pending.add(symbol)
             if tick.seq > snap[symbol].seq:
-                snap[symbol] = tick
+                snap[symbol] = tick.base
         accepted = []
         for symbol, tick in snap.items():
             last = self.last_seq.get(symbol, 0)
@@ -109,6 +137,22 @@ class Outbox:
                 accepted.append(tick)
                 self.last_seq[symbol] = tick.seq
         return accepted
+
+    def accept_recovery(self, symbol: str, since: int, ticks: list[EncodedTick]) -> list[EncodedTick]:
+        """Merge a symbol's recovered ticks (every tick after `since`, in seq order) with its
+        pending live ones; return the ticks to send, in seq order, and remove the pending
+        ones. Live ticks already in `ticks` are dropped; later ones follow them. The seq
+        filter starts from what the client holds (`since`)."""
+        upto = ticks[-1].seq if ticks else since
+        live = [t for t in self.ticks if t.symbol == symbol]
+        if live:
+            self.ticks = [t for t in self.ticks if t.symbol != symbol]
+        held = self.latest.pop(symbol, None)
+        if held is not None:
+            live.append(held)
+        merged = [*ticks, *(t.base for t in live if t.seq > upto)]
+        self.last_seq[symbol] = merged[-1].seq if merged else since
+        return merged
 
     def discard(self, symbols: Iterable[str]) -> None:
         """Remove every pending tick of `symbols` (unsubscribe). Their seq is kept."""

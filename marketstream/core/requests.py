@@ -44,6 +44,8 @@ class Request:
     rejected: dict[str, str] = field(default_factory=dict)
     throttle_ms: int | None = None
     snapshot: bool = True
+    # recovery: symbol -> (the last seq the client holds, its epoch or None for "the current one")
+    since: dict[str, tuple[int, str | None]] = field(default_factory=dict)
 
 
 def _type_name(value: object) -> str:
@@ -109,7 +111,29 @@ def parse(value: Any, max_symbols: int = MAX_SYMBOLS_PER_REQUEST) -> Request:
     if not isinstance(snapshot, bool):
         raise RequestError("bad_request", f"'snapshot' must be a bool, got {_type_name(snapshot)}", rid)
     symbols, rejected = normalized(raws)
-    return Request(kind, rid, symbols, rejected, throttle, snapshot)
+    return Request(kind, rid, symbols, rejected, throttle, snapshot, _since(value.get("since"), rid))
+
+
+def _since(value: Any, rid: int | str | None) -> dict[str, tuple[int, str | None]]:
+    """`since`: a map symbol -> seq, or symbol -> {"seq": seq, "epoch": epoch}."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise RequestError("bad_request", f"'since' must be a map of symbol to seq, got {_type_name(value)}", rid)
+    if len(value) > MAX_SYMBOLS_PER_REQUEST:
+        raise RequestError("bad_request", f"'since' has {len(value)} entries; at most {MAX_SYMBOLS_PER_REQUEST}", rid)
+    since: dict[str, tuple[int, str | None]] = {}
+    for raw, entry in value.items():
+        symbol = normalize(raw)
+        if symbol is None:
+            raise RequestError("bad_request", f"'since' names {str(raw)[:64]!r}, which is not a symbol", rid)
+        seq, epoch = (entry.get("seq"), entry.get("epoch")) if isinstance(entry, dict) else (entry, None)
+        if isinstance(seq, bool) or not isinstance(seq, int) or seq < 0:
+            raise RequestError("bad_request", f"'since' for {symbol}: seq must be an int >= 0, got {seq!r:.40}", rid)
+        if epoch is not None and (not isinstance(epoch, str) or len(epoch) > 64):
+            raise RequestError("bad_request", f"'since' for {symbol}: epoch must be a short string", rid)
+        since[symbol] = (seq, epoch)
+    return since
 
 
 class RateLimiter:

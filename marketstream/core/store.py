@@ -1,17 +1,44 @@
-"""The store interface: where snapshots, seq and the catalog live; and the in-memory store.
+"""The store interface: the seq authority, snapshots, history and the catalog; and the
+in-memory store of the embedded default.
 
-The Redis store is an adapter at the edge (`marketstream.adapters.redis_store`); the
-embedded default uses `MemoryStore`. A tick transport saves a tick's snapshot before it
-sends the tick, so a hub that starts receiving a symbol first and reads its snapshot
-second never misses a tick (PROTOCOL.md: snapshot and live stream meet without races).
+The Redis store is an adapter at the edge (`marketstream.adapters.redis_store`). Both
+keep, per symbol: its seq and epoch (assigned by `append`, one authority for every
+publisher of the symbol), its snapshot (last tick) and its history (the last
+`history_length` ticks, for recovery). The tick transport stores a tick before it sends
+it, so a hub that starts receiving a symbol first and reads the store second never
+misses a tick (PROTOCOL.md: snapshot and live stream meet without races).
 """
 
 from __future__ import annotations
 
+import collections
+import uuid
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
 from typing import Protocol
 
-from marketstream.core.tick import EncodedTick
+from marketstream.core.tick import Draft, EncodedTick
+
+MAX_HISTORY_READ = 10_000  # ticks one history read returns at most (PROTOCOL.md: `limit`)
+
+
+@dataclass(frozen=True, slots=True)
+class History:
+    """A stretch of a symbol's history, with what it is measured against.
+
+    `epoch` and `last_seq` are the symbol's current ones ("" and 0 before its first tick);
+    `first_seq` is the oldest seq history still holds (0 when it holds none).
+    """
+
+    epoch: str = ""
+    first_seq: int = 0
+    last_seq: int = 0
+    ticks: list[EncodedTick] = field(default_factory=list)
+
+
+def new_epoch() -> str:
+    """A fresh epoch: short, and never the same twice in practice."""
+    return uuid.uuid4().hex[:8]
 
 
 class Store(Protocol):
@@ -21,11 +48,18 @@ class Store(Protocol):
     async def known(self, symbols: Sequence[str]) -> list[bool]:
         """For each symbol, whether it is in the catalog."""
 
-    async def save(self, ticks: Sequence[EncodedTick]) -> None:
-        """Store ticks as their symbols' snapshots (and keep the symbols in the catalog)."""
+    async def append(self, drafts: Sequence[Draft]) -> list[EncodedTick]:
+        """Assign each draft its symbol's next seq (a new epoch when the symbol's seq was
+        lost), and keep the ticks as snapshots and in history, as one atomic step."""
 
     async def snapshots(self, symbols: Sequence[str]) -> dict[str, EncodedTick]:
-        """The last tick of each of `symbols` that has one."""
+        """The last tick of each of `symbols` that has one, with its epoch."""
+
+    async def history(self, symbol: str, after_seq: int | None, limit: int) -> History:
+        """The first `limit` ticks after `after_seq`, or with None the last `limit` ticks."""
+
+    async def tails(self, symbols: Sequence[str], limit: int) -> dict[str, History]:
+        """The last `limit` ticks of each symbol (one round trip for all)."""
 
     async def catalog(self) -> dict[str, EncodedTick | None]:
         """Every symbol of the catalog with its last tick (None before the first)."""
@@ -37,9 +71,12 @@ class Store(Protocol):
 class MemoryStore:
     """The embedded default: one process, no Redis. Also the store of unit tests."""
 
-    def __init__(self) -> None:
+    def __init__(self, history_length: int = 2000) -> None:
+        self.history_length = history_length
         self.symbols: set[str] = set()
         self.last: dict[str, EncodedTick] = {}
+        self.epochs: dict[str, str] = {}
+        self.ticks: dict[str, collections.deque[EncodedTick]] = {}
 
     async def register(self, symbols: Iterable[str]) -> None:
         self.symbols.update(symbols)
@@ -47,13 +84,43 @@ class MemoryStore:
     async def known(self, symbols: Sequence[str]) -> list[bool]:
         return [s in self.symbols for s in symbols]
 
-    async def save(self, ticks: Sequence[EncodedTick]) -> None:
-        for tick in ticks:
-            self.symbols.add(tick.symbol)
-            self.last[tick.symbol] = tick
+    async def append(self, drafts: Sequence[Draft]) -> list[EncodedTick]:
+        out = []
+        for draft in drafts:
+            symbol = draft.symbol
+            last = self.last.get(symbol)
+            if last is None:
+                self.epochs[symbol] = new_epoch()
+                self.ticks[symbol] = collections.deque(maxlen=self.history_length)
+            tick = draft.complete(last.seq + 1 if last is not None else 1, self.epochs[symbol])
+            self.symbols.add(symbol)
+            self.last[symbol] = tick
+            if self.history_length:
+                self.ticks[symbol].append(tick)
+            out.append(tick)
+        return out
+
+    def forget(self, symbol: str) -> None:
+        """Lose everything about `symbol` except its place in the catalog (as a Redis that
+        lost its data would): its next tick starts a new epoch."""
+        self.last.pop(symbol, None)
+        self.epochs.pop(symbol, None)
+        self.ticks.pop(symbol, None)
 
     async def snapshots(self, symbols: Sequence[str]) -> dict[str, EncodedTick]:
         return {s: self.last[s] for s in symbols if s in self.last}
+
+    async def history(self, symbol: str, after_seq: int | None, limit: int) -> History:
+        kept = list(self.ticks.get(symbol, ()))
+        if after_seq is None:
+            chosen = kept[-limit:] if limit > 0 else []
+        else:
+            chosen = [t for t in kept if t.seq > after_seq][:limit]
+        last = self.last.get(symbol)
+        return History(self.epochs.get(symbol, ""), kept[0].seq if kept else 0, last.seq if last else 0, chosen)
+
+    async def tails(self, symbols: Sequence[str], limit: int) -> dict[str, History]:
+        return {s: await self.history(s, None, limit) for s in symbols}
 
     async def catalog(self) -> dict[str, EncodedTick | None]:
         return {s: self.last.get(s) for s in sorted(self.symbols)}

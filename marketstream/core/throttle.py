@@ -109,6 +109,19 @@ class Throttle:
             if interval is not None:
                 interval.buckets.pop(bucket, None)
 
+    def subscribers(self, symbol: str) -> set[Connection]:
+        """Every connection with a throttled route of `symbol`."""
+        found: set[Connection] = set()
+        for bucket in self.buckets.get(symbol, {}).values():
+            found |= bucket.subscribers
+            found |= bucket.waiting
+        return found
+
+    def reset(self, symbol: str) -> None:
+        """The symbol's seq restarted: forget its pending and last ticks."""
+        for bucket in self.buckets.get(symbol, {}).values():
+            bucket.pending = bucket.last = None
+
     def stop(self) -> None:
         for interval in self.intervals.values():
             if interval.task is not None:

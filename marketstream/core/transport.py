@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Protocol
 
-from marketstream.core.tick import EncodedTick
+from marketstream.core.tick import Draft, EncodedTick
 
 
 class MalformedMessage(ValueError):
@@ -34,7 +34,8 @@ class TickTransport(Protocol):
     async def leave(self, symbol: str) -> None:
         """Stop receiving the ticks of `symbol`."""
 
-    async def publish(self, ticks: Sequence[EncodedTick]) -> None:
-        """Save `ticks` as their symbols' snapshots and send them to every hub that joined
-        their symbols, in order, as one step: each snapshot is written before its tick is
-        sent, so a hub that joins and then reads the snapshot misses no tick."""
+    async def publish(self, drafts: Sequence[Draft]) -> list[EncodedTick]:
+        """Have the store assign the drafts their seq and keep them (`Store.append`), and
+        send the ticks to every hub that joined their symbols, in seq order. A tick is
+        kept before it is sent, so a hub that joins and then reads the store misses none.
+        Returns the ticks."""

@@ -28,11 +28,23 @@ def prefix() -> str:
     return f"test-{uuid.uuid4().hex[:12]}"
 
 
-@pytest.fixture
-async def store(prefix: str) -> AsyncIterator[RedisStore]:
+async def _store(prefix: str, history_length: int) -> AsyncIterator[RedisStore]:
     client: aioredis.Redis = connect(REDIS_URL)
-    yield RedisStore(client, prefix)
+    yield RedisStore(client, prefix, history_length)
     keys = [k async for k in client.scan_iter(f"{prefix}:*")]
     if keys:
         await client.delete(*keys)
     await client.aclose()
+
+
+@pytest.fixture
+async def store(prefix: str) -> AsyncIterator[RedisStore]:
+    async for s in _store(prefix, 2000):
+        yield s
+
+
+@pytest.fixture
+async def redis_store_short(prefix: str) -> AsyncIterator[RedisStore]:
+    """A store that keeps about 100 ticks of history per symbol."""
+    async for s in _store(prefix, 100):
+        yield s

@@ -1,15 +1,13 @@
-"""The Redis store on the real Redis: catalog, snapshots, and entries that are not ticks."""
+"""The Redis store on the real Redis: catalog, seq authority, snapshots, history, bad entries."""
 
 from __future__ import annotations
 
 from marketstream.adapters.redis_store import RedisStore
-from marketstream.core.tick import EncodedTick
+from marketstream.core.tick import Draft
 
 
-def tick(symbol: str, seq: int) -> EncodedTick:
-    return EncodedTick.encode(
-        {"symbol": symbol, "seq": seq, "ts": 1, "price": 1.0, "size": 1.0, "bid": 1.0, "ask": 1.0}
-    )
+def draft(symbol: str) -> Draft:
+    return Draft.encode({"symbol": symbol, "ts": 1, "price": 1.0, "size": 1.0, "bid": 1.0, "ask": 1.0})
 
 
 async def test_register_and_known(store: RedisStore) -> None:
@@ -19,12 +17,12 @@ async def test_register_and_known(store: RedisStore) -> None:
     assert await store.known([]) == []
 
 
-async def test_save_keeps_the_last_tick_and_the_catalog(store: RedisStore) -> None:
-    await store.save([tick("AAPL", 1), tick("AAPL", 2), tick("MSFT", 5)])
-    await store.save([])
+async def test_append_keeps_the_last_tick_and_the_catalog(store: RedisStore) -> None:
+    await store.append([draft("AAPL"), draft("AAPL"), draft("MSFT")])
+    assert await store.append([]) == []
     snaps = await store.snapshots(["AAPL", "MSFT", "IBM"])
-    assert {s: t.seq for s, t in snaps.items()} == {"AAPL": 2, "MSFT": 5}
-    assert snaps["AAPL"].msgpack == tick("AAPL", 2).msgpack
+    assert {s: t.seq for s, t in snaps.items()} == {"AAPL": 2, "MSFT": 1}
+    assert snaps["AAPL"].msgpack == draft("AAPL").complete(2).msgpack
     assert await store.snapshots([]) == {}
     catalog = await store.catalog()
     assert list(catalog) == ["AAPL", "MSFT"]
@@ -37,7 +35,7 @@ async def test_a_registered_symbol_without_a_tick_is_in_the_catalog_with_none(st
 
 
 async def test_an_entry_that_is_not_a_tick_is_skipped(store: RedisStore) -> None:
-    await store.save([tick("AAPL", 3)])
+    await store.append([draft("AAPL")])
     await store.redis.hset(store.snapshot_key, "BAD", b"\xc1not msgpack")
     await store.register(["BAD"])
     assert "BAD" not in await store.snapshots(["AAPL", "BAD"])
@@ -46,3 +44,22 @@ async def test_an_entry_that_is_not_a_tick_is_skipped(store: RedisStore) -> None
 
 async def test_ping(store: RedisStore) -> None:
     await store.ping()
+
+
+async def test_history_is_bounded_and_read_both_ways(redis_store_short: RedisStore) -> None:
+    store = redis_store_short
+    for _ in range(30):
+        await store.append([draft("AAPL")] * 10)
+    whole = await store.history("AAPL", None, 10_000)
+    assert whole.last_seq == 300 and whole.ticks[-1].seq == 300
+    assert 100 <= len(whole.ticks) < 300, "trimmed near the configured length (Redis trims approximately)"
+    assert whole.first_seq == whole.ticks[0].seq
+    assert [t.seq for t in whole.ticks] == list(range(whole.first_seq, 301)), "no gap inside history"
+    last = await store.history("AAPL", None, 5)
+    assert [t.seq for t in last.ticks] == [296, 297, 298, 299, 300], "the last ticks, oldest first"
+    after = await store.history("AAPL", 290, 3)
+    assert [t.seq for t in after.ticks] == [291, 292, 293] and after.epoch == whole.epoch
+    assert (await store.history("AAPL", 300, 10)).ticks == []
+    assert (await store.history("NONE", None, 10)) == (await store.history("NONE", 5, 10))
+    tails = await store.tails(["AAPL", "NONE"], 2)
+    assert [t.seq for t in tails["AAPL"].ticks] == [299, 300] and tails["NONE"].last_seq == 0

@@ -102,7 +102,7 @@ async def test_live_ticks_resume_after_redis_returns(procs: Processes, prefix: s
     hub = procs.hub(prefix, url)
     feed = procs.feed(prefix, ["AAPL", "MSFT"], 100, "--seed", "1", redis_url=url)
     async with stream(hub.ws_url, "json") as client:
-        await client.subscribe(["AAPL", "MSFT"])
+        ack = await client.subscribe(["AAPL", "MSFT"])
         await client.wait_ticks("AAPL", 5)
         redis_proc.send_signal(signal.SIGKILL)
         await asyncio.to_thread(redis_proc.wait, 10)
@@ -111,10 +111,15 @@ async def test_live_ticks_resume_after_redis_returns(procs: Processes, prefix: s
         await asyncio.to_thread(wait_healthy, hub, 30, 200)
         assert feed.running(), f"the feed died with Redis:\n{feed.log()}"
         mark = len(client.frames)
-        # the same connection gets live ticks again, seq still going up
+        # the same connection gets live ticks again. This Redis keeps no data, so the
+        # seq of each symbol restarted in a new epoch: a `reset` comes first, and seq
+        # goes up (and is accounted for) within each epoch
         await client.wait_ticks("AAPL", 5, start=mark, within=20)
         await client.wait_ticks("MSFT", 5, start=mark, within=5)
-        assert_seq_increasing(client.deliveries())
+        resets = {f.message["symbol"]: f.message["epoch"] for f in client.of_type("reset")}
+        assert set(resets) == {"AAPL", "MSFT"}, client.of_type("reset")
+        assert all(resets[s] != ack.message["epochs"][s] for s in resets), "a new epoch"
+        assert_seq_increasing(client.deliveries(resets=True))
 
 
 async def test_catalog_comes_back_after_redis_restart(procs: Processes, prefix: str) -> None:

@@ -78,6 +78,7 @@ async def test_requests_with_id_echo(shared: Shared, encoding: str) -> None:
         assert listed.message == {"type": "subscriptions", "id": "l-0", "subscriptions": []}
 
         ack = await client.request("subscribe", id=7, symbols=["aapl", "EUR/usd"], snapshot=False)
+        epochs = ack.message.pop("epochs")
         assert ack.message == {
             "type": "ack",
             "id": 7,
@@ -86,6 +87,7 @@ async def test_requests_with_id_echo(shared: Shared, encoding: str) -> None:
             "throttle_ms": 0,
             "rejected": {},
         }
+        assert set(epochs) == {"AAPL", "EUR/USD"} and all(isinstance(e, str) and e for e in epochs.values())
         ack = await client.request("subscribe", id="s-2", symbols=["msft"], throttle_ms=250, snapshot=False)
         assert ack.message["id"] == "s-2" and ack.message["symbols"] == ["MSFT"] and ack.message["throttle_ms"] == 250
 

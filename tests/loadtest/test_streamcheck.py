@@ -97,7 +97,18 @@ def test_the_test_clients_seq_check_is_this_one() -> None:
     def delivered(symbol: str, seq: int, index: int = 1, kind: str = "ticks") -> Delivery:
         return Delivery(index, 0.0, kind, {"symbol": symbol, "seq": seq, "ts": 0})
 
-    assert_seq_increasing([delivered("A", 5, 0, "snapshot"), delivered("B", 1), delivered("A", 6), delivered("A", 9)])
+    stream = [delivered("A", 5, 0, "snapshot"), delivered("B", 1), delivered("A", 6), delivered("A", 9)]
+    assert assert_seq_increasing(stream, lost=2).lost == 2, "6 -> 9 without conflated: two ticks lost"
+    with pytest.raises(AssertionError, match="2 ticks lost"):
+        assert_seq_increasing(stream)
+    merged = Delivery(1, 0.0, "ticks", {"symbol": "A", "seq": 9, "ts": 0, "conflated": 2})
+    totals = assert_seq_increasing([*stream[:3], merged])
+    assert (totals.lost, totals.conflated, totals.gaps) == (0, 2, 2), "a gap accounted for by conflated"
+    over = Delivery(1, 0.0, "ticks", {"symbol": "A", "seq": 9, "ts": 0, "conflated": 3})
+    with pytest.raises(AssertionError, match="with conflated 3"):
+        assert_seq_increasing([*stream[:3], over])
+    reset = Delivery(2, 0.0, "reset", {"type": "reset", "symbol": "A", "epoch": "e2"})
+    assert assert_seq_increasing([*stream[:3], reset, delivered("A", 1, 3)]).lost == 0, "seq restarts after a reset"
     for repeated in (5, 4):
         with pytest.raises(AssertionError, match=f"A: seq {repeated} after 5 \\(ticks, frame 2\\)"):
             assert_seq_increasing([delivered("A", 5, 0, "snapshot"), delivered("B", 7), delivered("A", repeated, 2)])

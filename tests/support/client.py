@@ -86,13 +86,21 @@ def encode(request: Any, binary: bool) -> str | bytes:
     return msgpack.packb(request, use_bin_type=True) if binary else orjson.dumps(request).decode()
 
 
-def assert_seq_increasing(deliveries: Iterable[Delivery]) -> None:
-    """Per symbol, seq only ever increases (no duplicates, no going back), across snapshot and ticks."""
+def assert_seq_increasing(deliveries: Iterable[Delivery], lost: int = 0) -> Totals:
+    """Per symbol, seq only ever increases (no duplicates, no going back), across snapshot and
+    ticks; and every skipped seq is accounted for by `conflated` except `lost` of them
+    (`seq - previous - 1 - conflated` summed). Returns the counts."""
     check = StreamCheck(Totals())
     for d in deliveries:
+        if d.kind == "reset":
+            check.reset(d.tick["symbol"])
+            continue
         check.ticks([d.tick], d.wall, int(d.at * 1e9), snapshot=d.kind == "snapshot")
-        if check.totals.seq_violations:
+        if check.totals.seq_violations or check.totals.overcounted:
             raise AssertionError(f"{check.violations[0]} ({d.kind}, frame {d.index})")
+    if check.totals.lost != lost:
+        raise AssertionError(f"{check.totals.lost} ticks lost (skipped, not conflated); expected {lost}")
+    return check.totals
 
 
 class StreamClient:
@@ -208,11 +216,14 @@ class StreamClient:
                 raise AssertionError(f"no tick of {symbol} with seq >= {seq} within {within} s (last: {last})")
             await self.wait_for(lambda f: f.type in TICK_TYPES, remaining, start=len(self.frames))
 
-    def deliveries(self, symbol: str | None = None, start: int = 0) -> list[Delivery]:
-        """Every tick received (snapshot and ticks frames), in order of arrival."""
+    def deliveries(self, symbol: str | None = None, start: int = 0, resets: bool = False) -> list[Delivery]:
+        """Every tick received (snapshot and ticks frames), in order of arrival; with
+        `resets`, each `reset` frame too, as a delivery of kind "reset" whose tick is the frame."""
         out = []
         for frame in self.frames[start:]:
-            if frame.type in TICK_TYPES:
+            if resets and frame.type == "reset" and (symbol is None or frame.message["symbol"] == symbol):
+                out.append(Delivery(frame.index, frame.at, "reset", frame.message, frame.wall))
+            elif frame.type in TICK_TYPES:
                 for tick in frame.message["ticks"]:
                     if symbol is None or tick["symbol"] == symbol:
                         out.append(Delivery(frame.index, frame.at, frame.type, tick, frame.wall))

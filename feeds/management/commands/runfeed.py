@@ -73,7 +73,10 @@ class Command(BaseCommand):
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
         # this command's own layer, store and transport (the server builds its own in its lifespan)
-        store = redis_store.RedisStore(redis_store.connect(settings.REDIS_URL), settings.MARKETSTREAM["PREFIX"])
+        config = settings.MARKETSTREAM
+        store = redis_store.RedisStore(
+            redis_store.connect(settings.REDIS_URL), config["PREFIX"], config["HISTORY_MAXLEN"]
+        )
         publisher = Publisher(store, transport_for(get_channel_layer(), store))
         log.info("runfeed: %d symbols at %.0f ticks/s", len(feed.instruments), options["rate"])
         self.stdout.write(f"runfeed: {len(feed.instruments)} symbols at {options['rate']:.0f} ticks/s", ending="\n")

@@ -1,0 +1,79 @@
+-- The seq authority: assign each tick of a batch its symbol's next seq (and epoch), save it
+-- as the snapshot, append it to the symbol's history and publish it, as one atomic step on
+-- the symbol's Redis. Publishers of one symbol anywhere share one seq, in publish order.
+--
+-- KEYS[1] seq hash (symbol -> last seq)       KEYS[2] epoch hash (symbol -> epoch)
+-- KEYS[3] snapshot hash (symbol -> tick)      KEYS[4] catalog set
+-- KEYS[4 + i] the history stream of tick i
+-- ARGV[1] history length kept per symbol (approximate, at least this many)
+-- ARGV[2] a fresh epoch, given to symbols whose seq is lost (or new)
+-- then per tick, from ARGV[3]: symbol, msgpack head, JSON head, layer channel ("" = do not publish)
+--   A head is the tick's encoding up to the value of its last field, `seq`, which this
+--   script appends: msgpack `head .. int(seq)`, JSON `head .. seq .. "}"`.
+-- Returns {seq, epoch, ...} per tick, in order.
+
+local maxlen = tonumber(ARGV[1])
+local fresh = ARGV[2]
+local seqs, epochs, snaps = {}, {}, {}
+local out = {}
+
+local function header(n, small, b8, b16)
+  if n < 32 and small then return string.char(small + n) end
+  if n < 256 then return string.char(b8, n) end
+  return string.char(b16, math.floor(n / 256), n % 256)
+end
+local function str(s) return header(#s, 0xa0, 0xd9, 0xda) .. s end
+local function bin(s) return header(#s, nil, 0xc4, 0xc5) .. s end
+
+local n = (#ARGV - 2) / 4
+for i = 1, n do
+  local base = 2 + (i - 1) * 4
+  local symbol, mhead, jhead, channel = ARGV[base + 1], ARGV[base + 2], ARGV[base + 3], ARGV[base + 4]
+  local history = KEYS[4 + i]
+  local seq = seqs[symbol]
+  if seq == nil then
+    seq = tonumber(redis.call('HGET', KEYS[1], symbol))
+    local epoch = redis.call('HGET', KEYS[2], symbol)
+    if seq == nil then
+      -- no stored seq: a new symbol, or its state was lost. A snapshot written by a
+      -- version before the seq hash still says where seq was.
+      local snap = redis.call('HGET', KEYS[3], symbol)
+      if snap then
+        local ok, tick = pcall(cmsgpack.unpack, snap)
+        if ok and type(tick) == 'table' and tonumber(tick['seq']) then seq = tonumber(tick['seq']) end
+      end
+      if seq == nil then
+        seq = 0
+        epoch = false
+        redis.call('DEL', history)
+      end
+    end
+    if not epoch then
+      epoch = fresh
+      redis.call('HSET', KEYS[2], symbol, epoch)
+    end
+    epochs[symbol] = epoch
+  end
+  seq = seq + 1
+  seqs[symbol] = seq
+  local epoch = epochs[symbol]
+  local tick = mhead .. cmsgpack.pack(seq)
+  snaps[symbol] = tick
+  if maxlen > 0 then
+    redis.call('XADD', history, 'MAXLEN', '~', maxlen, seq .. '-0', 'm', tick)
+  end
+  if channel ~= '' then
+    local json = jhead .. string.format('%d', seq) .. '}'
+    local message = '\134' .. str('type') .. str('tick') .. str('s') .. str(symbol) .. str('q') .. cmsgpack.pack(seq)
+      .. str('m') .. bin(tick) .. str('j') .. bin(json) .. str('e') .. str(epoch)
+    redis.call('PUBLISH', channel, message)
+  end
+  out[#out + 1] = seq
+  out[#out + 1] = epoch
+end
+for symbol, seq in pairs(seqs) do
+  redis.call('HSET', KEYS[1], symbol, seq)
+  redis.call('HSET', KEYS[3], symbol, snaps[symbol])
+  redis.call('SADD', KEYS[4], symbol)
+end
+return out
