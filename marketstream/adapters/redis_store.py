@@ -21,6 +21,9 @@ from typing import Any
 
 import msgpack
 from redis import asyncio as aioredis
+from redis import exceptions as redis_errors
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
 
 from marketstream.core.store import MAX_HISTORY_READ, History, new_epoch
 from marketstream.core.tick import Draft, EncodedTick
@@ -40,6 +43,9 @@ def connect(url: str) -> aioredis.Redis:
         socket_connect_timeout=2.0,
         socket_timeout=5.0,
         health_check_interval=10,
+        # a pooled connection that died with a network blip fails once: retry on a new one
+        retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), 2),
+        retry_on_error=[redis_errors.ConnectionError, redis_errors.TimeoutError],
     )
     return aioredis.Redis(connection_pool=pool)
 

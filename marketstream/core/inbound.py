@@ -106,11 +106,22 @@ class Inbound:
             self._release(tick.symbol, state, None)
 
     async def _fill(self, symbol: str, state: Received, after: int) -> None:
+        """Read the gap from history, retrying (a connection that died with the one that
+        dropped the ticks fails the first read) until FILL_TIMEOUT; then release."""
         history: History | None = None
-        try:
-            history = await asyncio.wait_for(self.store.history(symbol, after, MAX_HISTORY_READ), FILL_TIMEOUT)
-        except Exception as exc:
-            log.error("hub: cannot read the history of %s to fill a gap after seq %d: %s", symbol, after, exc)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + FILL_TIMEOUT
+        pause = 0.05
+        while history is None and self.symbols.get(symbol) is state and state.held is not None:
+            try:
+                left = deadline - loop.time()
+                history = await asyncio.wait_for(self.store.history(symbol, after, MAX_HISTORY_READ), max(0.01, left))
+            except Exception as exc:
+                if loop.time() + pause >= deadline:
+                    log.error("hub: cannot read the history of %s to fill a gap after seq %d: %s", symbol, after, exc)
+                    break
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, 1.0)
         if self.symbols.get(symbol) is state and state.held is not None:
             self._release(symbol, state, history)
 

@@ -152,11 +152,12 @@ class Processes:
         *args: str,
         redis_url: str = REDIS_URL,
         wait: bool = True,
+        env: dict[str, str] | None = None,
     ) -> Service:
         """Start `manage.py runfeed --symbols ... --rate RATE ARGS`; wait until every symbol has a
-        snapshot (a published tick)."""
+        snapshot (a published tick). `env`: more environment (MARKETSTREAM_HISTORY_MAXLEN, ...)."""
         symbols = list(symbols)
-        env = service_env(redis_url, prefix, clean=True)
+        env = service_env(redis_url, prefix, env, clean=True)
         feed = self.add(start_feed(symbols, rate, env, self.log_dir, seed=None, extra_args=args))
         if wait:
             wait_snapshots(feed, prefix, symbols, redis_url)
