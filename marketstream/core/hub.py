@@ -248,7 +248,7 @@ class Hub:
             recovered = await self._recoverable(conn, since)
             snapshots = await self._snapshots([s for s in accepted if s not in recovered])
             epochs = {s: t.epoch for s, t in snapshots.items()}
-            epochs.update((s, h.epoch) for s, (h, _) in recovered.items())
+            epochs.update((s, h.epoch) for s, (h, _) in recovered.items() if h.epoch)
             ack: dict[str, object] = {
                 "type": "ack",
                 "id": request.id,
@@ -324,8 +324,9 @@ class Hub:
         self.history.stats.ticks += len(ticks)
         if not merged:
             return
-        if throttle:
-            merged = [merged[-1].with_conflated(len(merged) - 1)]
+        if throttle:  # the newest, standing in for every tick after `since` (less those lost)
+            last = merged[-1].seq
+            merged = [merged[-1].with_conflated(last - since - 1 - self.losses.between(symbol, since, last))]
             self.throttle.delivered(conn, symbol, throttle, self.clock())
         for start in range(0, len(merged), FRAME_TICKS):
             conn.outbox.add_control(conn.codec.ticks(merged[start : start + FRAME_TICKS]))

@@ -76,7 +76,7 @@ class Inbound:
             self.stats.duplicates += 1
         else:
             state.held = [tick]
-            task = asyncio.get_running_loop().create_task(self._fill(tick.symbol, state, last))
+            task = asyncio.get_running_loop().create_task(self._fill(tick.symbol, state, last, state.held))
             self._filling.add(task)  # keep a reference until it is done
             task.add_done_callback(self._filling.discard)
 
@@ -105,14 +105,16 @@ class Inbound:
             log.error("hub: gap fill of %s holds %d ticks; giving it up", tick.symbol, len(held))
             self._release(tick.symbol, state, None)
 
-    async def _fill(self, symbol: str, state: Received, after: int) -> None:
+    async def _fill(self, symbol: str, state: Received, after: int, held: list[EncodedTick]) -> None:
         """Read the gap from history, retrying (a connection that died with the one that
-        dropped the ticks fails the first read) until FILL_TIMEOUT; then release."""
+        dropped the ticks fails the first read) until FILL_TIMEOUT; then release. The
+        fill owns `held`: once another fill (a new epoch, a later gap) holds the symbol's
+        ticks, or none does, this one ends without touching them."""
         history: History | None = None
         loop = asyncio.get_running_loop()
         deadline = loop.time() + FILL_TIMEOUT
         pause = 0.05
-        while history is None and self.symbols.get(symbol) is state and state.held is not None:
+        while history is None and state.held is held and self.symbols.get(symbol) is state:
             try:
                 left = deadline - loop.time()
                 history = await asyncio.wait_for(self.store.history(symbol, after, MAX_HISTORY_READ), max(0.01, left))
@@ -122,7 +124,7 @@ class Inbound:
                     break
                 await asyncio.sleep(pause)
                 pause = min(pause * 2, 1.0)
-        if self.symbols.get(symbol) is state and state.held is not None:
+        if state.held is held and self.symbols.get(symbol) is state:
             self._release(symbol, state, history)
 
     def _release(self, symbol: str, state: Received, history: History | None) -> None:

@@ -46,10 +46,19 @@ class Outbox:
         return bool(self.controls or self.ticks or self.latest)
 
     def put(self, tick: EncodedTick) -> bool:
-        """Queue a tick in order (throttle 0). False if dropped as old."""
-        if tick.seq <= self.last_seq.get(tick.symbol, 0):
+        """Queue a tick in order (throttle 0). False if dropped as old.
+
+        Normally the next seq; after a gap (ticks merged in a throttle bucket before the
+        subscription moved to throttle 0) it carries `conflated` for what it skips.
+        """
+        symbol = tick.symbol
+        last = self.last_seq.get(symbol, 0)
+        seq = tick.seq
+        if seq <= last:
             return False
-        self.last_seq[tick.symbol] = tick.seq
+        self.last_seq[symbol] = seq
+        if seq - last > 1 and last:
+            tick = tick.with_conflated(seq - last - 1 - self.losses.between(symbol, last, seq))
         ticks = self.ticks
         if self.latest and tick.symbol in self.latest:
             ticks.append(self.latest.pop(tick.symbol))  # keep the older tick first
