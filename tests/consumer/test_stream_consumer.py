@@ -109,7 +109,7 @@ async def test_unknown_encoding_is_refused(app: ASGIApp, publisher: Publisher) -
 
 
 async def test_subscribe_ack_then_snapshot_then_live_ticks_in_seq_order(app: ASGIApp, publisher: Publisher) -> None:
-    await publisher.publish([("AAPL", 1.0, 1.0, 0.9, 1.1)])
+    (stored,) = await publisher.publish([("AAPL", 1.0, 1.0, 0.9, 1.1)])
     comm = await connect(app, "/ws/v1/stream?encoding=json")
     await receive(comm)
     await send(comm, {"op": "subscribe", "id": 3, "symbols": ["aapl", "msft", "bad sym", "NOPE"]})
@@ -121,17 +121,21 @@ async def test_subscribe_ack_then_snapshot_then_live_ticks_in_seq_order(app: ASG
         "symbols": ["AAPL", "MSFT"],
         "throttle_ms": 0,
         "rejected": {"bad sym": "bad_symbol", "NOPE": "unknown_symbol"},
+        "epochs": {"AAPL": stored.epoch},
     }
     snapshot = await receive(comm)
     assert snapshot["type"] == "snapshot" and [t["symbol"] for t in snapshot["ticks"]] == ["AAPL"]
     first = snapshot["ticks"][0]["seq"]
-    await publisher.publish([("AAPL", 2.0, 1.0, 1.9, 2.1), ("MSFT", 3.0, 1.0, 2.9, 3.1), ("EUR/USD", 1.0, 1, 0.9, 1.1)])
+    assert first == stored.seq
+    live = await publisher.publish(
+        [("AAPL", 2.0, 1.0, 1.9, 2.1), ("MSFT", 3.0, 1.0, 2.9, 3.1), ("EUR/USD", 1.0, 1, 0.9, 1.1)]
+    )
     seen: list[tuple[str, int]] = []
     while len(seen) < 2:
         frame = await receive(comm)
         assert frame["type"] == "ticks"
         seen += [(t["symbol"], t["seq"]) for t in frame["ticks"]]
-    assert seen == [("AAPL", first + 1), ("MSFT", publisher.seq["MSFT"])], "EUR/USD is not subscribed"
+    assert seen == [("AAPL", first + 1), ("MSFT", live[1].seq)], "EUR/USD is not subscribed"
     assert await comm.receive_nothing(timeout=0.2)
     await comm.disconnect()
 
@@ -155,6 +159,76 @@ async def test_list_ping_unsubscribe(app: ASGIApp, publisher: Publisher) -> None
     assert (ack["op"], ack["symbols"], ack["rejected"]) == ("unsubscribe", ["MSFT"], {})
     await publisher.publish([("MSFT", 3.0, 1.0, 2.9, 3.1)])
     assert await comm.receive_nothing(timeout=0.3)
+    await comm.disconnect()
+
+
+async def test_subscribe_with_since_recovers_then_streams(app: ASGIApp, publisher: Publisher) -> None:
+    ticks = await publisher.publish([("AAPL", float(i), 1.0, 0.9, 1.1) for i in range(5)])
+    epoch = ticks[0].epoch
+    comm = await connect(app, "/ws/v1/stream?encoding=json")
+    assert (await receive(comm))["limits"]["max_recovery"] >= 0
+    await send(comm, {"op": "subscribe", "id": 1, "symbols": ["AAPL"], "since": {"aapl": {"seq": 2, "epoch": epoch}}})
+    ack = await receive(comm)
+    assert (ack["type"], ack["epochs"], ack["recovered"]) == ("ack", {"AAPL": epoch}, {"AAPL": True})
+    recovered = await receive(comm)
+    assert recovered["type"] == "ticks" and [t["seq"] for t in recovered["ticks"]] == [3, 4, 5]
+    assert recovered["ticks"] == [t.decode() for t in ticks[2:]]
+    (live,) = await publisher.publish([("AAPL", 9.0, 1.0, 8.9, 9.1)])
+    frame = await receive(comm)
+    assert [(t["seq"], t["price"]) for t in frame["ticks"]] == [(live.seq, 9.0)] == [(6, 9.0)]
+    assert await comm.receive_nothing(timeout=0.2)
+    await comm.disconnect()
+
+
+async def test_subscribe_with_a_stale_epoch_gets_a_snapshot(app: ASGIApp, publisher: Publisher) -> None:
+    await publisher.publish([("MSFT", 1.0, 1.0, 0.9, 1.1)] * 3)
+    comm = await connect(app)
+    await receive(comm)
+    await send(
+        comm,
+        {
+            "op": "subscribe",
+            "id": 1,
+            "symbols": ["MSFT"],
+            "snapshot": False,
+            "since": {"MSFT": {"seq": 1, "epoch": "gone"}},
+        },
+    )
+    ack = await receive(comm)
+    assert ack["recovered"] == {"MSFT": False}
+    snapshot = await receive(comm)
+    assert snapshot["type"] == "snapshot" and [t["seq"] for t in snapshot["ticks"]] == [3]
+    await comm.disconnect()
+
+
+async def test_a_bad_since_is_a_bad_request(app: ASGIApp, publisher: Publisher) -> None:
+    comm = await connect(app, "/ws/v1/stream?encoding=json")
+    await receive(comm)
+    await send(comm, {"op": "subscribe", "id": 4, "symbols": ["AAPL"], "since": {"AAPL": "x"}})
+    error = await receive(comm)
+    assert error == {
+        "type": "error",
+        "id": 4,
+        "code": "bad_request",
+        "message": "'since' for AAPL: seq must be an int >= 0, got 'x'",
+    }
+    await comm.disconnect()
+
+
+async def test_a_symbol_whose_seq_restarted_is_reset(app: ASGIApp, services: Services, publisher: Publisher) -> None:
+    (first,) = await publisher.publish([("AAPL", 1.0, 1.0, 0.9, 1.1)])
+    comm = await connect(app, "/ws/v1/stream?encoding=json")
+    await receive(comm)
+    await send(comm, {"op": "subscribe", "id": 1, "symbols": ["AAPL"], "snapshot": False})
+    await receive(comm)
+    await publisher.publish([("AAPL", 2.0, 1.0, 1.9, 2.1)])
+    assert [t["seq"] for t in (await receive(comm))["ticks"]] == [2]
+    assert isinstance(services.store, MemoryStore)
+    services.store.forget("AAPL")  # as a Redis that lost its data
+    (new,) = await publisher.publish([("AAPL", 3.0, 1.0, 2.9, 3.1)])
+    assert new.seq == 1 and new.epoch != first.epoch
+    assert await receive(comm) == {"type": "reset", "symbol": "AAPL", "epoch": new.epoch}
+    assert [t["seq"] for t in (await receive(comm))["ticks"]] == [1], "accepted: the seq filter restarted"
     await comm.disconnect()
 
 

@@ -9,8 +9,8 @@ from typing import Any
 import msgpack
 
 from marketstream.core.closes import Close
-from marketstream.core.store import Store
-from marketstream.core.tick import EncodedTick
+from marketstream.core.store import MemoryStore
+from marketstream.core.tick import Draft, EncodedTick
 
 
 class Clock:
@@ -23,19 +23,16 @@ class Clock:
         return self.now
 
 
-def tick(symbol: str, seq: int, price: float = 1.0) -> EncodedTick:
-    """A real encoded tick (frames built from it decode)."""
-    return EncodedTick.encode(
-        {
-            "symbol": symbol,
-            "seq": seq,
-            "ts": 1_700_000_000_000_000_000,
-            "price": price,
-            "size": 1.0,
-            "bid": 0.9,
-            "ask": 1.1,
-        }
+def draft(symbol: str, price: float = 1.0) -> Draft:
+    """A real draft, as the publisher makes it (every field but seq)."""
+    return Draft.encode(
+        {"symbol": symbol, "ts": 1_700_000_000_000_000_000, "price": price, "size": 1.0, "bid": 0.9, "ask": 1.1}
     )
+
+
+def tick(symbol: str, seq: int, price: float = 1.0, epoch: str = "") -> EncodedTick:
+    """A real encoded tick (frames built from it decode), made as the seq authority makes it."""
+    return draft(symbol, price).complete(seq, epoch)
 
 
 async def settle(turns: int = 10) -> None:
@@ -48,12 +45,15 @@ class FakeTransport:
     """A TickTransport in memory.
 
     `receive` returns what `push` put in (raising it when it is an exception); joins,
-    leaves and publishes are recorded. `fail_join` makes `join` of those symbols raise,
-    `on_join` runs inside `join` before it returns (to make ticks arrive meanwhile).
+    leaves and publishes are recorded. `publish` has `store` (a MemoryStore: the seq
+    authority, its own one when none is given) complete the drafts, and records the
+    ticks; it does not deliver them (tests hand ticks to a hub themselves). `fail_join`
+    makes `join` of those symbols raise, `on_join` runs inside `join` before it returns
+    (to make ticks arrive meanwhile).
     """
 
-    def __init__(self, store: Store | None = None) -> None:
-        self.store = store
+    def __init__(self, store: MemoryStore | None = None) -> None:
+        self.store = store if store is not None else MemoryStore()
         self.opened = 0
         self.fail_open: Exception | None = None
         self.joined: set[str] = set()
@@ -90,10 +90,10 @@ class FakeTransport:
         self.leaves.append(symbol)
         self.joined.discard(symbol)
 
-    async def publish(self, ticks: Sequence[EncodedTick]) -> None:
-        if self.store is not None:
-            await self.store.save(ticks)
-        self.published.append(list(ticks))
+    async def publish(self, drafts: Sequence[Draft]) -> list[EncodedTick]:
+        ticks = await self.store.append(drafts)
+        self.published.append(ticks)
+        return ticks
 
 
 class Peer:

@@ -4,6 +4,8 @@ the snapshot race, throttle changes, limits, failures, and the receive loop."""
 from __future__ import annotations
 
 import asyncio
+import itertools
+import random
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
@@ -15,10 +17,10 @@ from marketstream.core.codec import CODEC
 from marketstream.core.hub import PROTOCOL_VERSION, Hub
 from marketstream.core.limits import Limits
 from marketstream.core.requests import Request, parse
-from marketstream.core.store import MemoryStore
+from marketstream.core.store import History, MemoryStore
 from marketstream.core.tick import EncodedTick
 from marketstream.core.transport import MalformedMessage
-from tests.unit.core.fakes import Clock, FakeTransport, Peer, settle, tick
+from tests.unit.core.fakes import Clock, FakeTransport, Peer, draft, settle, tick
 
 T = 10_000  # ms: long enough that the real interval task never fires during a test
 SYMBOLS = ["AAPL", "MSFT", "EUR/USD", "IBM"]
@@ -46,11 +48,35 @@ class Client:
 
 
 class Rig:
-    def __init__(self, limits: Limits | None = None) -> None:
+    def __init__(self, limits: Limits | None = None, history_length: int = 2000) -> None:
         self.clock = Clock()
-        self.store = MemoryStore()
+        self.store = MemoryStore(history_length)
         self.transport = FakeTransport(self.store)
         self.hub = Hub(self.store, self.transport, limits, clock=self.clock)
+
+    async def publish(self, symbol: str, n: int = 1) -> list[EncodedTick]:
+        """Publish `n` ticks of `symbol` (kept by the store, the seq authority; not delivered)."""
+        return await self.transport.publish([draft(symbol, float(i)) for i in range(n)])
+
+    async def feed(self, symbol: str, n: int = 1) -> list[EncodedTick]:
+        """Publish `n` ticks of `symbol` and hand them to the hub, as the transport does."""
+        ticks = await self.publish(symbol, n)
+        for x in ticks:
+            self.hub.on_tick(x)
+        return ticks
+
+    def t(self, symbol: str, seq: int) -> EncodedTick:
+        """A tick of `symbol` in its current epoch that the store did not keep (another
+        replica's, or one that the transport delivers again)."""
+        return tick(symbol, seq, epoch=self.store.epochs.get(symbol, ""))
+
+    def epoch(self, symbol: str) -> str:
+        return self.store.epochs[symbol]
+
+    async def filled(self) -> None:
+        """Wait until every gap fill in flight is done."""
+        while self.hub.inbound._filling:
+            await asyncio.wait_for(asyncio.gather(*self.hub.inbound._filling, return_exceptions=True), 1.0)
 
     def client(self, writable: bool = False, limits: Limits | None = None) -> Client:
         c = Client(self.hub, writable, limits)
@@ -59,15 +85,23 @@ class Rig:
         return c
 
     async def subscribe(
-        self, c: Client, symbols: Sequence[str], throttle: int | None = 0, snapshot: bool = False, rid: int = 1
+        self,
+        c: Client,
+        symbols: Sequence[str],
+        throttle: int | None = 0,
+        snapshot: bool = False,
+        rid: int = 1,
+        since: dict[str, Any] | None = None,
     ) -> None:
-        request = {
+        request: dict[str, Any] = {
             "op": "subscribe",
             "id": rid,
             "symbols": list(symbols),
             "throttle_ms": throttle,
             "snapshot": snapshot,
         }
+        if since is not None:
+            request["since"] = since
         await self.hub.handle(c.conn, parse(request))
 
     async def unsubscribe(self, c: Client, symbols: Sequence[str], rid: int = 2) -> None:
@@ -156,9 +190,10 @@ async def test_resubscribe_changes_the_throttle_without_duplicates(rig: Rig) -> 
     assert a.pending() == [("AAPL", 1)]
     rig.fire(T)
     await rig.subscribe(a, ["AAPL"], 0)
-    rig.hub.on_tick(t("AAPL", 3))
+    rig.hub.on_tick(t("AAPL", 3))  # the transport delivers it again: the hub drops it
     rig.hub.on_tick(t("AAPL", 4))
-    assert a.pending() == [("AAPL", 3), ("AAPL", 4)]
+    assert a.pending() == [("AAPL", 4)]
+    assert rig.hub.stats.duplicates == 1
     assert a.conn.subscriptions == {"AAPL": 0}
     assert "AAPL" not in rig.hub.throttle.buckets, "the empty throttled bucket is gone"
 
@@ -287,6 +322,7 @@ async def test_subscribe_acks_with_the_effective_throttle_and_the_rejected_symbo
             "symbols": ["AAPL"],
             "throttle_ms": 110,
             "rejected": {"bad sym": "bad_symbol", "NOPE": "unknown_symbol"},
+            "epochs": {},
         }
     ]
     assert a.conn.subscriptions == {"AAPL": 110}
@@ -318,14 +354,19 @@ async def test_the_limits_of_the_connection_decide_not_the_hubs(rig: Rig) -> Non
 
 
 async def test_ack_then_snapshot_then_live_ticks(rig: Rig) -> None:
-    await rig.transport.publish([t("AAPL", 5), t("EUR/USD", 2)])
+    await rig.publish("AAPL", 5)
+    await rig.publish("EUR/USD", 2)
     a = rig.client(writable=True)
     await rig.subscribe(a, ["AAPL", "MSFT", "EUR/USD"], 0, snapshot=True)
-    rig.hub.on_tick(t("AAPL", 6))
-    rig.hub.on_tick(t("MSFT", 1))
+    await rig.feed("AAPL")
+    await rig.feed("MSFT")
     await settle()
     frames = a.peer.take()
     assert [f["type"] for f in frames] == ["ack", "snapshot", "ticks"]
+    assert frames[0]["epochs"] == {"AAPL": rig.epoch("AAPL"), "EUR/USD": rig.epoch("EUR/USD")}, (
+        "each symbol's epoch; MSFT has none before its first tick"
+    )
+    assert "recovered" not in frames[0], "only with since"
     assert [(x["symbol"], x["seq"]) for x in frames[1]["ticks"]] == [("AAPL", 5), ("EUR/USD", 2)], (
         "in request order; MSFT has no snapshot"
     )
@@ -333,7 +374,7 @@ async def test_ack_then_snapshot_then_live_ticks(rig: Rig) -> None:
 
 
 async def test_no_snapshot_when_not_asked(rig: Rig) -> None:
-    await rig.transport.publish([t("AAPL", 5)])
+    await rig.publish("AAPL", 5)
     a = rig.client(writable=True)
     await rig.subscribe(a, ["AAPL"], 0, snapshot=False)
     await settle()
@@ -343,17 +384,16 @@ async def test_no_snapshot_when_not_asked(rig: Rig) -> None:
 async def test_snapshot_race_a_tick_during_the_join_is_not_sent_twice(rig: Rig) -> None:
     """Join first, snapshot second, filter by seq: a tick published while the hub joins
     is both in the store and in the outbox; the client gets it once, in the snapshot."""
-    await rig.transport.publish([t("AAPL", 5)])
+    await rig.feed("AAPL", 5)
     a = rig.client(writable=True)
 
     async def published_meanwhile(symbol: str) -> None:
-        await rig.transport.publish([t(symbol, 6)])  # saved first...
-        rig.hub.on_tick(t(symbol, 6))  # ...then delivered: this hub's route is already there
+        await rig.feed(symbol)  # 6, kept first, then delivered: this hub's route is already there
 
     rig.transport.on_join = published_meanwhile
     await rig.subscribe(a, ["AAPL"], 0, snapshot=True)
-    rig.hub.on_tick(t("AAPL", 6))  # a duplicate delivery by the transport
-    rig.hub.on_tick(t("AAPL", 7))
+    rig.hub.on_tick(rig.t("AAPL", 6))  # a duplicate delivery by the transport
+    await rig.feed("AAPL")
     await settle()
     frames = a.peer.take()
     assert [f["type"] for f in frames] == ["ack", "snapshot", "ticks"]
@@ -364,30 +404,30 @@ async def test_snapshot_race_a_tick_during_the_join_is_not_sent_twice(rig: Rig) 
 async def test_snapshot_race_a_tick_newer_than_the_stored_snapshot(rig: Rig) -> None:
     """A tick that arrives before the snapshot read and is newer than what the read
     returns (another store replica, say) becomes the snapshot; the stale one is not sent."""
-    await rig.transport.publish([t("AAPL", 5)])
+    await rig.feed("AAPL", 5)
     a = rig.client(writable=True)
     real = rig.store.snapshots
 
     async def snapshots(symbols: Sequence[str]) -> dict[str, EncodedTick]:
         found = await real(symbols)
-        rig.hub.on_tick(t("AAPL", 6))
-        rig.hub.on_tick(t("AAPL", 7))
+        rig.hub.on_tick(rig.t("AAPL", 6))
+        rig.hub.on_tick(rig.t("AAPL", 7))
         return found
 
     rig.store.snapshots = snapshots  # type: ignore[method-assign]
     await rig.subscribe(a, ["AAPL"], 0, snapshot=True)
-    rig.hub.on_tick(t("AAPL", 8))
+    rig.hub.on_tick(rig.t("AAPL", 8))
     await settle()
     seqs = [(f["type"], [x["seq"] for x in f.get("ticks", [])]) for f in a.peer.take()]
     assert seqs == [("ack", []), ("snapshot", [7]), ("ticks", [8])]
 
 
 async def test_a_throttled_snapshot_counts_as_the_last_delivery(rig: Rig) -> None:
-    await rig.transport.publish([t("AAPL", 5)])
+    await rig.publish("AAPL", 5)
     a = rig.client()
     await rig.subscribe(a, ["AAPL"], T, snapshot=True)
     assert a.conn.sent_at == {"AAPL": rig.clock.now}
-    rig.hub.on_tick(t("AAPL", 6))
+    await rig.feed("AAPL")
     rig.fire(T)
     assert a.pending() == [], "not a throttle interval after the snapshot"
     rig.clock.now += T / 1000
@@ -399,12 +439,12 @@ async def test_an_interval_end_during_a_throttled_subscribe_does_not_shorten_the
     """hub._queue_snapshot: 'the snapshot counts as the symbol's last delivery', so the next
     tick comes a throttle interval after the snapshot at the earliest, even when an interval
     ended while the subscribe waited for the store (and admitted the connection then)."""
-    await rig.transport.publish([t("AAPL", 5)])
+    await rig.publish("AAPL", 5)
     a = rig.client()
     real = rig.store.snapshots
 
     async def snapshots(symbols: Sequence[str]) -> dict[str, EncodedTick]:
-        rig.hub.on_tick(t("AAPL", 6))
+        await rig.feed("AAPL")  # 6
         rig.fire(T)  # an interval ends while the snapshot is read...
         rig.clock.now += 3  # ...and the read takes a while
         return await real(symbols)
@@ -418,7 +458,7 @@ async def test_an_interval_end_during_a_throttled_subscribe_does_not_shorten_the
         ("snapshot", [6]),
     ]
     rig.clock.now += T / 1000 - 3  # the next end of the interval: 7 s after the snapshot
-    rig.hub.on_tick(t("AAPL", 7))
+    await rig.feed("AAPL")  # 7
     rig.fire(T)
     assert rig.clock.now - snapshot_at < T / 1000
     assert a.pending() == [], "less than throttle_ms after the snapshot"
@@ -428,7 +468,7 @@ async def test_an_interval_end_during_a_throttled_subscribe_does_not_shorten_the
 
 
 async def test_a_failed_snapshot_read_still_subscribes(rig: Rig, caplog: pytest.LogCaptureFixture) -> None:
-    await rig.transport.publish([t("AAPL", 5)])
+    await rig.publish("AAPL", 5)
     a = rig.client(writable=True)
 
     async def broken(symbols: Sequence[str]) -> dict[str, EncodedTick]:
@@ -436,7 +476,7 @@ async def test_a_failed_snapshot_read_still_subscribes(rig: Rig, caplog: pytest.
 
     rig.store.snapshots = broken  # type: ignore[method-assign]
     await rig.subscribe(a, ["AAPL"], 0, snapshot=True)
-    rig.hub.on_tick(t("AAPL", 6))
+    await rig.feed("AAPL")
     await settle()
     assert a.peer.types() == ["ack", "ticks"]
     assert "snapshot read failed" in caplog.text
@@ -674,3 +714,394 @@ async def test_stop_cancels_every_task(rig: Rig) -> None:
 
 def test_hub_constants() -> None:
     assert hub_module.STORE_TIMEOUT > 0 and hub_module.RETRY_DELAY > 0
+
+
+# -- recovery with since --------------------------------------------------------------------
+
+
+def shape(frames: list[dict[str, Any]]) -> list[tuple[str, list[int]]]:
+    """Each frame's type and the seqs of its ticks (`ticks`, `snapshot`)."""
+    return [(f["type"], [x["seq"] for x in f.get("ticks", [])]) for f in frames]
+
+
+def conflated(frames: list[dict[str, Any]]) -> list[tuple[int, int]]:
+    """(seq, conflated) of every tick of the frames, in order."""
+    return [(x["seq"], x.get("conflated", 0)) for f in frames for x in f.get("ticks", [])]
+
+
+def unaccounted(seen: list[tuple[int, int]]) -> list[tuple[int, int, int]]:
+    """The deliveries (previous seq, seq, conflated) where `seq - previous - 1 - conflated`
+    is not 0: ticks lost (PROTOCOL.md), or miscounted."""
+    return [(a, b, c) for (a, _), (b, c) in itertools.pairwise(seen) if b - a - 1 - c != 0]
+
+
+async def test_since_recovers_the_missed_ticks_before_the_live_ones(rig: Rig) -> None:
+    stored = (await rig.publish("AAPL", 10))[6:]
+    a = rig.client(writable=True)
+    await rig.subscribe(a, ["AAPL"], 0, since={"AAPL": 6})
+    await rig.feed("AAPL")
+    await settle()
+    frames = a.peer.take()
+    assert shape(frames) == [("ack", []), ("ticks", [7, 8, 9, 10]), ("ticks", [11])]
+    ack = frames[0]
+    assert ack["epochs"] == {"AAPL": rig.epoch("AAPL")} and ack["recovered"] == {"AAPL": True}
+    assert rig.hub.history.stats.served == 1 and rig.hub.history.stats.ticks == 4
+    assert frames[1]["ticks"] == [x.decode() for x in stored], "the stored ticks"
+
+
+async def test_many_recovered_ticks_come_in_several_frames(rig: Rig, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(hub_module, "FRAME_TICKS", 3)
+    await rig.publish("AAPL", 10)
+    a = rig.client(writable=True)
+    await rig.subscribe(a, ["AAPL"], 0, since={"AAPL": 2})
+    await settle()
+    assert shape(a.peer.take()) == [("ack", []), ("ticks", [3, 4, 5]), ("ticks", [6, 7, 8]), ("ticks", [9, 10])]
+
+
+async def test_since_with_the_epoch(rig: Rig) -> None:
+    await rig.publish("AAPL", 3)
+    await rig.publish("MSFT", 2)
+    a = rig.client(writable=True)
+    since = {"AAPL": {"seq": 1, "epoch": rig.epoch("AAPL")}, "MSFT": 2}
+    await rig.subscribe(a, ["AAPL", "MSFT", "IBM"], 0, since=since)
+    await settle()
+    frames = a.peer.take()
+    assert shape(frames) == [("ack", []), ("ticks", [2, 3])], "MSFT: nothing missed, nothing sent"
+    assert frames[0]["recovered"] == {"AAPL": True, "MSFT": True}, "IBM had no since"
+    assert frames[0]["epochs"] == {"AAPL": rig.epoch("AAPL"), "MSFT": rig.epoch("MSFT")}
+
+
+async def test_recovered_ticks_come_before_the_snapshot_of_other_symbols(rig: Rig) -> None:
+    await rig.publish("AAPL", 4)
+    await rig.publish("MSFT", 2)
+    a = rig.client(writable=True)
+    await rig.subscribe(a, ["AAPL", "MSFT"], 0, snapshot=True, since={"AAPL": 2})
+    await settle()
+    frames = a.peer.take()
+    assert shape(frames) == [("ack", []), ("ticks", [3, 4]), ("snapshot", [2])]
+    assert frames[2]["ticks"][0]["symbol"] == "MSFT"
+
+
+async def test_one_history_read_serves_a_reconnect_storm(rig: Rig) -> None:
+    await rig.publish("AAPL", 5)
+    await rig.publish("MSFT", 5)
+    calls: list[list[str]] = []
+    real = rig.store.tails
+
+    async def tails(symbols: Sequence[str], limit: int) -> dict[str, History]:
+        calls.append(sorted(symbols))
+        return await real(symbols, limit)
+
+    rig.store.tails = tails  # type: ignore[method-assign]
+    clients = [rig.client(writable=True) for _ in range(20)]
+    await asyncio.gather(*(rig.subscribe(c, ["AAPL", "MSFT"], 0, since={"AAPL": 3, "MSFT": 4}) for c in clients))
+    await settle()
+    assert calls == [["AAPL", "MSFT"]], "one store round trip for every client and symbol"
+    for c in clients:
+        assert shape(c.peer.take()) == [("ack", []), ("ticks", [4, 5]), ("ticks", [5])]
+
+
+@pytest.mark.parametrize(
+    ("case", "since"),
+    [
+        ("an epoch that is not the current one", {"seq": 6, "epoch": "0ld3p0ch"}),
+        ("since ahead of the symbol's seq", 11),
+        ("history does not reach back", 2),
+        ("more than max_recovery missing", 4),
+    ],
+)
+async def test_each_refused_recovery_sends_a_snapshot_even_without_snapshot(case: str, since: Any) -> None:
+    r = Rig(Limits(max_recovery=5), history_length=7)
+    await r.store.register(SYMBOLS)
+    await r.hub.start()
+    await r.publish("AAPL", 10)  # history holds 4..10
+    a = r.client(writable=True)
+    await r.subscribe(a, ["AAPL"], 0, snapshot=False, since={"AAPL": since})
+    await r.feed("AAPL")
+    await settle()
+    frames = a.peer.take()
+    assert shape(frames) == [("ack", []), ("snapshot", [10]), ("ticks", [11])], case
+    assert frames[0]["recovered"] == {"AAPL": False} and frames[0]["epochs"] == {"AAPL": r.epoch("AAPL")}
+    assert r.hub.history.stats.refused == 1 and r.hub.history.stats.served == 0
+    await r.hub.stop()
+
+
+async def test_the_connections_max_recovery_decides(rig: Rig) -> None:
+    await rig.publish("AAPL", 10)
+    a = rig.client(writable=True, limits=Limits(max_recovery=2))
+    await rig.subscribe(a, ["AAPL"], 0, since={"AAPL": 7})
+    b = rig.client(writable=True, limits=Limits(max_recovery=3))
+    await rig.subscribe(b, ["AAPL"], 0, since={"AAPL": 7})
+    await settle()
+    assert shape(a.peer.take()) == [("ack", []), ("snapshot", [10])]
+    assert shape(b.peer.take()) == [("ack", []), ("ticks", [8, 9, 10])]
+
+
+async def test_a_failed_history_read_refuses_recovery_with_a_snapshot(
+    rig: Rig, caplog: pytest.LogCaptureFixture
+) -> None:
+    await rig.publish("AAPL", 10)
+
+    async def broken(symbols: Sequence[str], limit: int) -> dict[str, History]:
+        raise ConnectionError("store down")
+
+    rig.store.tails = broken  # type: ignore[method-assign]
+    a = rig.client(writable=True)
+    await rig.subscribe(a, ["AAPL"], 0, since={"AAPL": 8})
+    await settle()
+    frames = a.peer.take()
+    assert shape(frames) == [("ack", []), ("snapshot", [10])]
+    assert frames[0]["recovered"] == {"AAPL": False}
+    assert "history read failed" in caplog.text
+
+
+async def test_a_refused_recovery_of_a_symbol_without_ticks_sends_nothing_more(rig: Rig) -> None:
+    a = rig.client(writable=True)
+    await rig.subscribe(a, ["AAPL", "MSFT"], 0, since={"AAPL": 0, "MSFT": 3})
+    await settle()
+    frames = a.peer.take()
+    assert shape(frames) == [("ack", [])], "no tick, no snapshot to send"
+    assert frames[0]["recovered"] == {"AAPL": True, "MSFT": False}
+    assert "MSFT" not in frames[0]["epochs"]
+
+
+async def test_a_throttled_recovery_is_one_tick_with_conflated(rig: Rig) -> None:
+    await rig.publish("AAPL", 10)
+    a = rig.client(writable=True)
+    await rig.subscribe(a, ["AAPL"], T, since={"AAPL": 6})
+    await settle()
+    frames = a.peer.take()
+    assert shape(frames) == [("ack", []), ("ticks", [10])]
+    assert frames[0]["recovered"] == {"AAPL": True}
+    assert conflated(frames) == [(10, 3)], "10 stands in for 7, 8, 9"
+    assert a.conn.sent_at == {"AAPL": rig.clock.now}, "the recovery counts as the last delivery"
+    await rig.feed("AAPL", 2)
+    rig.fire(T)
+    await settle()
+    assert a.peer.take() == [], "not a throttle interval after the recovery"
+    rig.clock.now += T / 1000
+    rig.fire(T)
+    await settle()
+    assert conflated(a.peer.take()) == [(12, 1)]
+
+
+async def test_since_for_a_symbol_already_subscribed_is_ignored(rig: Rig) -> None:
+    await rig.publish("AAPL", 10)
+    await rig.publish("MSFT", 4)
+    a = rig.client(writable=True)
+    await rig.subscribe(a, ["AAPL"], 0)
+    await settle()
+    a.peer.take()
+    await rig.subscribe(a, ["AAPL"], 0, since={"AAPL": 2}, rid=2)
+    await settle()
+    frames = a.peer.take()
+    assert shape(frames) == [("ack", [])] and "recovered" not in frames[0]
+    await rig.subscribe(a, ["AAPL", "MSFT"], 0, since={"AAPL": 2, "MSFT": 2}, rid=3)
+    await settle()
+    frames = a.peer.take()
+    assert shape(frames) == [("ack", []), ("ticks", [3, 4])]
+    assert frames[0]["recovered"] == {"MSFT": True}, "only the new symbol"
+    assert [x["symbol"] for x in frames[1]["ticks"]] == ["MSFT", "MSFT"]
+
+
+@pytest.mark.parametrize("throttle", [0, T])
+async def test_live_ticks_during_the_history_read_are_neither_lost_nor_duplicated(rig: Rig, throttle: int) -> None:
+    """Ticks kept and delivered live before the read (in both), and ticks delivered live
+    after the read answered but before the hub resumes (newer than history)."""
+    await rig.publish("AAPL", 10)
+    real = rig.store.tails
+
+    async def tails(symbols: Sequence[str], limit: int) -> dict[str, History]:
+        await rig.feed("AAPL", 2)  # 11, 12: in history and in the outbox
+        found = await real(symbols, limit)
+        await rig.feed("AAPL", 2)  # 13, 14: live only
+        return found
+
+    rig.store.tails = tails  # type: ignore[method-assign]
+    a = rig.client(writable=True)
+    await rig.subscribe(a, ["AAPL"], throttle, since={"AAPL": 6})
+    await rig.feed("AAPL")  # 15
+    rig.clock.now += 2 * T / 1000
+    if throttle:
+        rig.fire(throttle)
+    await settle()
+    frames = a.peer.take()
+    assert frames[0]["type"] == "ack" and frames[0]["recovered"] == {"AAPL": True}
+    seen = conflated(frames)
+    if throttle:
+        assert seen == [(12, 5), (15, 2)], "12 for 7..11, then 15 for 13, 14"
+    else:
+        assert seen == [(s, 0) for s in range(7, 16)], "each seq once, in order"
+
+
+async def test_a_throttled_recovery_counts_the_live_ticks_merged_during_the_read(rig: Rig) -> None:
+    """An interval ends while the history is read: the bucket puts its newest tick (14)
+    into the outbox; it is newer than what the read returned (12), and 13, which the
+    bucket merged, never reached the outbox. The recovered tick must count it."""
+    await rig.publish("AAPL", 10)
+    real = rig.store.tails
+
+    async def tails(symbols: Sequence[str], limit: int) -> dict[str, History]:
+        found = await real(symbols, limit)
+        await rig.feed("AAPL", 4)  # 11..14 arrive live after the read answered
+        rig.fire(T)  # an interval ends: the new subscriber is due at once
+        return found
+
+    rig.store.tails = tails  # type: ignore[method-assign]
+    a = rig.client(writable=True)
+    await rig.subscribe(a, ["AAPL"], T, since={"AAPL": 6})
+    await settle()
+    frames = a.peer.take()
+    assert frames[0]["recovered"] == {"AAPL": True}
+    assert conflated(frames) == [(14, 7)], "14 stands in for 7..13"
+
+
+# -- reset: a symbol's seq restarted ------------------------------------------------------------
+
+
+async def test_a_reset_reaches_every_subscriber_and_their_seq_restarts(rig: Rig) -> None:
+    fast, slow, other = rig.client(writable=True), rig.client(writable=True), rig.client(writable=True)
+    await rig.subscribe(fast, ["AAPL"], 0)
+    await rig.subscribe(slow, ["AAPL"], T)
+    await rig.subscribe(other, ["MSFT"], 0)
+    await settle()
+    for c in (fast, slow, other):
+        c.peer.take()
+    await rig.feed("AAPL", 5)
+    rig.fire(T)
+    await settle()
+    assert conflated(fast.peer.take()) == [(s, 0) for s in range(1, 6)]
+    assert conflated(slow.peer.take()) == [(5, 0)]
+    await rig.feed("AAPL")  # 6: in fast's outbox, not sent yet, and pending in the bucket
+    assert [x.seq for x in fast.conn.outbox.ticks] == [6] and rig.hub.throttle.buckets["AAPL"][T].pending
+    rig.store.forget("AAPL")
+    new = await rig.feed("AAPL", 2)
+    rig.clock.now += T / 1000
+    rig.fire(T)
+    await settle()
+    epoch = new[0].epoch
+    reset = {"type": "reset", "symbol": "AAPL", "epoch": epoch}
+    frames = fast.peer.take()
+    assert frames[0] == reset and conflated(frames[1:]) == [(1, 0), (2, 0)], "6 of the old epoch is dropped"
+    frames = slow.peer.take()
+    assert frames[0] == reset and conflated(frames[1:]) == [(2, 0)], "the bucket's 6 is dropped; 2 starts afresh"
+    assert other.peer.take() == []
+    assert fast.conn.outbox.last_seq == {"AAPL": 2} and slow.conn.outbox.last_seq == {"AAPL": 2}
+    assert rig.hub.stats.resets == 1
+
+
+async def test_after_a_reset_throttled_counts_start_again(rig: Rig) -> None:
+    a = rig.client(writable=True)
+    await rig.subscribe(a, ["AAPL"], T)
+    await settle()
+    a.peer.take()
+    await rig.feed("AAPL", 3)
+    rig.fire(T)
+    await settle()
+    rig.store.forget("AAPL")
+    await rig.feed("AAPL", 1)
+    rig.clock.now += T / 1000
+    rig.fire(T)
+    await settle()
+    await rig.feed("AAPL", 3)
+    rig.clock.now += T / 1000
+    rig.fire(T)
+    await settle()
+    frames = a.peer.take()
+    assert [f["type"] for f in frames] == ["ticks", "reset", "ticks", "ticks"]
+    assert conflated(frames) == [(3, 0), (1, 0), (4, 2)]
+
+
+# -- accounted conflation through the hub ------------------------------------------------------
+
+
+@pytest.mark.parametrize("seed", range(5))
+async def test_deliveries_account_for_every_seq(rig: Rig, seed: int) -> None:
+    """seq - previous_seq - 1 - conflated == 0 (nothing lost before the hub) for throttled
+    subscribers, across intervals and a snapshot start, and for a slow unthrottled one
+    whose outbox conflates."""
+    rng = random.Random(seed)
+    rig.hub.fanout.slow_client_timeout = 1e9  # slow, never closed
+    await rig.feed("AAPL", rng.randint(1, 5))
+    a = rig.client(writable=True)
+    b = rig.client(writable=True)
+    slow = rig.client(writable=True, limits=Limits(max_pending=2))
+    await rig.subscribe(a, ["AAPL", "MSFT"], T, snapshot=True)
+    await rig.subscribe(b, ["AAPL"], 2 * T, snapshot=False)
+    await rig.subscribe(slow, ["AAPL", "MSFT"], 0, snapshot=True)
+    conflations = 0
+    for _ in range(60):
+        step = rng.random()
+        if step < 0.5:
+            await rig.feed(rng.choice(["AAPL", "MSFT"]), rng.randint(1, 4))
+        elif step < 0.8:
+            rig.clock.now += T / 1000
+            rig.fire(T)
+            if 2 * T in rig.hub.throttle.intervals:
+                rig.fire(2 * T)
+        else:
+            slow.peer.is_writable = rng.random() < 0.5  # a slow reader, now and then
+            slow.conn.wake()
+            await settle(3)
+        conflations = max(conflations, slow.conn.outbox.conflations)
+    slow.peer.is_writable = True
+    slow.conn.wake()
+    await settle()
+    merged: dict[str, int] = {}
+    for name, c in (("a", a), ("b", b), ("slow", slow)):
+        frames = [f for f in c.peer.take() if f["type"] in ("snapshot", "ticks")]
+        for symbol in ("AAPL", "MSFT"):
+            seen = [(x["seq"], x.get("conflated", 0)) for f in frames for x in f["ticks"] if x["symbol"] == symbol]
+            assert unaccounted(seen) == [], (name, symbol, seen)
+            merged[name] = merged.get(name, 0) + sum(n for _, n in seen)
+    assert merged["a"] > 0 and merged["b"] > 0, "the throttles conflate"
+    assert merged["slow"] > 0 and conflations > 0, "the slow reader's outbox conflates"
+    assert rig.hub.stats.ticks_lost == 0
+
+
+async def test_leaving_a_throttle_accounts_for_the_ticks_the_bucket_merged(rig: Rig) -> None:
+    """A throttled subscriber moves to throttle 0 while its bucket holds ticks it never got:
+    its next tick must count them, or the client sees a loss where there was none."""
+    a = rig.client()
+    await rig.subscribe(a, ["AAPL"], T)
+    await rig.feed("AAPL")
+    rig.fire(T)
+    assert [(x.seq, x.conflated) for x in a.conn.outbox.take_ticks()] == [(1, 0)]
+    await rig.feed("AAPL", 2)  # 2, 3: merged in the bucket, not delivered yet
+    await rig.subscribe(a, ["AAPL"], 0)
+    await rig.feed("AAPL")  # 4
+    assert [(x.seq, x.conflated) for x in a.conn.outbox.take_ticks()] == [(4, 2)], "4 stands in for 2, 3"
+
+
+async def test_a_gap_in_what_the_hub_receives_is_filled_for_its_subscribers(rig: Rig) -> None:
+    a = rig.client()
+    await rig.subscribe(a, ["AAPL"], 0)
+    await rig.feed("AAPL", 2)
+    await rig.publish("AAPL", 2)  # 3, 4: lost on the way to this hub
+    await rig.feed("AAPL")  # 5
+    assert a.pending() == [("AAPL", 1), ("AAPL", 2)], "5 waits for the fill"
+    await rig.filled()
+    assert a.pending() == [("AAPL", 3), ("AAPL", 4), ("AAPL", 5)]
+    assert rig.hub.stats.ticks_filled == 2
+
+
+async def test_ticks_lost_before_the_hub_are_not_counted_as_conflated() -> None:
+    r = Rig(history_length=4)
+    await r.store.register(SYMBOLS)
+    await r.hub.start()
+    a = r.client()
+    await r.subscribe(a, ["AAPL"], T)
+    await r.feed("AAPL")
+    r.fire(T)
+    assert [(x.seq, x.conflated) for x in a.conn.outbox.take_ticks()] == [(1, 0)]
+    await r.feed("AAPL")  # 2: merged in the bucket
+    await r.publish("AAPL", 4)  # 3..6 never reach the hub
+    await r.feed("AAPL", 2)  # 7, 8; history keeps 5..8 only
+    await r.filled()
+    assert r.hub.stats.ticks_lost == 2 and r.hub.stats.ticks_filled == 2
+    r.clock.now += T / 1000
+    r.fire(T)
+    (x,) = a.conn.outbox.take_ticks()
+    assert (x.seq, x.conflated) == (8, 4), "8 stands in for 2, 5, 6, 7; 3 and 4 were lost"
+    assert x.seq - 1 - 1 - x.conflated == r.hub.losses.between("AAPL", 1, 8) == 2
+    await r.hub.stop()

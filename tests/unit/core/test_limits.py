@@ -17,6 +17,7 @@ def test_defaults() -> None:
         "max_requests_per_s": 50,
         "min_throttle_ms": 0,
         "max_throttle_ms": 60000,
+        "max_recovery": 2000,
     }
     assert limits.max_pending == 1000
 
@@ -30,6 +31,20 @@ def test_max_pending_is_not_announced() -> None:
 def test_counts_must_be_positive(name: str, value: int) -> None:
     with pytest.raises(ValueError, match=f"{name} must be >= 1, got {value}"):
         Limits(**{name: value})
+
+
+def test_max_recovery_is_announced() -> None:
+    assert Limits(max_recovery=7).announced()["max_recovery"] == 7
+
+
+def test_max_recovery_may_be_zero() -> None:
+    assert Limits(max_recovery=0).max_recovery == 0, "only a client that missed nothing recovers"
+
+
+@pytest.mark.parametrize("value", [-1, -100])
+def test_max_recovery_must_not_be_negative(value: int) -> None:
+    with pytest.raises(ValueError, match=f"max_recovery must be >= 0, got {value}"):
+        Limits(max_recovery=value)
 
 
 @pytest.mark.parametrize(("low", "high"), [(-1, 100), (200, 100)])

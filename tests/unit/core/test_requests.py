@@ -179,3 +179,80 @@ def test_rate_limiter_strikes_are_counted_per_second() -> None:
     assert limiter.allow(11.6) and limiter.allow(11.6)
     assert not limiter.allow(11.6)
     assert limiter.strikes == 1 and not limiter.exhausted, "the strikes of an earlier second are forgotten"
+
+
+# -- since (recovery) ------------------------------------------------------------------------
+
+
+def subscribe_since(since: Any, rid: int | str | None = 5) -> Request:
+    return parse({"op": "subscribe", "id": rid, "symbols": ["AAPL", "EUR/USD"], "since": since})
+
+
+def test_no_since_is_an_empty_map() -> None:
+    assert subscribe_since(None).since == {}
+    assert parse({"op": "subscribe", "symbols": ["A"]}).since == {}
+
+
+def test_since_a_seq_means_the_current_epoch() -> None:
+    assert subscribe_since({"AAPL": 41, "eur/usd": 0}).since == {"AAPL": (41, None), "EUR/USD": (0, None)}, (
+        "symbols normalized like the others"
+    )
+
+
+def test_since_a_seq_and_an_epoch() -> None:
+    since = {"AAPL": {"seq": 41, "epoch": "3f9a0c1d"}, "EUR/USD": {"seq": 7}}
+    assert subscribe_since(since).since == {"AAPL": (41, "3f9a0c1d"), "EUR/USD": (7, None)}
+
+
+def test_since_may_name_symbols_the_request_does_not_subscribe() -> None:
+    assert subscribe_since({"IBM": 3}).since == {"IBM": (3, None)}, "the hub ignores them"
+
+
+def test_since_is_empty_when_empty() -> None:
+    assert subscribe_since({}).since == {}
+
+
+def test_unsubscribe_ignores_since() -> None:
+    assert parse({"op": "unsubscribe", "symbols": ["A"], "since": "junk"}).since == {}
+
+
+@pytest.mark.parametrize(
+    ("since", "words"),
+    [
+        ([1, 2], "'since' must be a map of symbol to seq, got list"),
+        ("AAPL", "'since' must be a map of symbol to seq, got str"),
+        (5, "'since' must be a map of symbol to seq, got int"),
+        ({"bad sym": 1}, "'since' names 'bad sym', which is not a symbol"),
+        ({"AAPL": "41"}, "'since' for AAPL: seq must be an int >= 0, got '41'"),
+        ({"AAPL": -1}, "'since' for AAPL: seq must be an int >= 0, got -1"),
+        ({"AAPL": True}, "'since' for AAPL: seq must be an int >= 0, got True"),
+        ({"AAPL": 1.5}, "'since' for AAPL: seq must be an int >= 0, got 1.5"),
+        ({"AAPL": None}, "'since' for AAPL: seq must be an int >= 0, got None"),
+        ({"AAPL": {"epoch": "e"}}, "'since' for AAPL: seq must be an int >= 0, got None"),
+        ({"AAPL": {"seq": "1", "epoch": "e"}}, "'since' for AAPL: seq must be an int >= 0, got '1'"),
+        ({"AAPL": {"seq": 1, "epoch": 7}}, "'since' for AAPL: epoch must be a short string"),
+        ({"AAPL": {"seq": 1, "epoch": "e" * 65}}, "'since' for AAPL: epoch must be a short string"),
+    ],
+)
+def test_a_bad_since_is_a_bad_request_that_names_the_problem(since: Any, words: str) -> None:
+    with pytest.raises(RequestError) as caught:
+        subscribe_since(since, rid="r1")
+    assert caught.value.code == "bad_request"
+    assert caught.value.message == words
+    assert caught.value.request_id == "r1"
+
+
+def test_a_long_seq_is_cut_in_the_message() -> None:
+    with pytest.raises(RequestError) as caught:
+        subscribe_since({"AAPL": "9" * 500})
+    assert len(caught.value.message) < 120
+
+
+def test_an_epoch_of_64_characters_is_fine() -> None:
+    assert subscribe_since({"AAPL": {"seq": 1, "epoch": "e" * 64}}).since == {"AAPL": (1, "e" * 64)}
+
+
+def test_since_has_at_most_as_many_entries_as_a_request_has_symbols() -> None:
+    big = {f"S{i}": 1 for i in range(MAX_SYMBOLS_PER_REQUEST + 1)}
+    with pytest.raises(RequestError, match=f"'since' has {MAX_SYMBOLS_PER_REQUEST + 1} entries; at most"):
+        subscribe_since(big)

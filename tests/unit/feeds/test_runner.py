@@ -12,7 +12,7 @@ from feeds.runner import run_feed
 from feeds.simulated import SimulatedFeed
 from feeds.universe import generated
 from marketstream.core.store import MemoryStore
-from marketstream.core.tick import EncodedTick
+from marketstream.core.tick import Draft, EncodedTick
 from tests.unit.core.fakes import FakeTransport
 
 
@@ -38,8 +38,10 @@ async def test_the_feed_keeps_its_rate_and_seq_increases() -> None:
     publisher = Publisher(store, FakeTransport(store))
     count = await run_feed(SimulatedFeed(generated(5), seed=2), publisher, 200.0, asyncio.Event(), duration=1.0)
     assert 180 <= count <= 215
-    assert sum(publisher.seq.values()) == count + 5, "plus one opening tick per symbol"
-    assert all(store.last[s].seq == publisher.seq[s] for s in publisher.seq)
+    assert sum(t.seq for t in store.last.values()) == count + 5, "plus one opening tick per symbol"
+    assert len(store.last) == 5
+    for symbol, last in store.last.items():
+        assert [t.seq for t in store.ticks[symbol]] == list(range(1, last.seq + 1)), "gap-free from 1"
 
 
 async def test_stop_ends_the_feed() -> None:
@@ -73,10 +75,10 @@ async def test_a_failed_publish_is_retried() -> None:
     failures = [ConnectionError("transport down")]
     real = transport.publish
 
-    async def publish(ticks: Sequence[EncodedTick]) -> None:
+    async def publish(drafts: Sequence[Draft]) -> list[EncodedTick]:
         if failures:
             raise failures.pop()
-        await real(ticks)
+        return await real(drafts)
 
     transport.publish = publish  # type: ignore[method-assign]
     count = await run_feed(
