@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from marketstream.core import hub as hub_module
+from marketstream.core import subscriptions as subscriptions_module
 from marketstream.core.closes import Close
 from marketstream.core.codec import CODEC
 from marketstream.core.hub import PROTOCOL_VERSION, Hub
@@ -214,7 +215,7 @@ async def test_remove_stops_delivery_and_leaves_when_last(rig: Rig) -> None:
     a, b = rig.client(), rig.client()
     await rig.subscribe(a, ["AAPL"], 0)
     await rig.subscribe(b, ["AAPL"], T)
-    assert rig.hub._remove(a.conn, ["AAPL", "MSFT"]) == ["AAPL"]
+    assert rig.hub.subscriptions.remove(a.conn, ["AAPL", "MSFT"]) == ["AAPL"]
     rig.hub.on_tick(t("AAPL", 1))
     assert a.pending() == []
     assert "AAPL" in rig.hub.membership.joined
@@ -436,7 +437,7 @@ async def test_a_throttled_snapshot_counts_as_the_last_delivery(rig: Rig) -> Non
 
 
 async def test_an_interval_end_during_a_throttled_subscribe_does_not_shorten_the_throttle(rig: Rig) -> None:
-    """hub._queue_snapshot: 'the snapshot counts as the symbol's last delivery', so the next
+    """Subscriptions._queue_snapshot: 'the snapshot counts as the symbol's last delivery', so the next
     tick comes a throttle interval after the snapshot at the earliest, even when an interval
     ended while the subscribe waited for the store (and admitted the connection then)."""
     await rig.publish("AAPL", 5)
@@ -593,7 +594,7 @@ async def test_a_failed_catalog_read_changes_nothing(rig: Rig) -> None:
 
 
 async def test_a_join_that_hangs_times_out_and_is_undone(rig: Rig, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(hub_module, "STORE_TIMEOUT", 0.05)
+    monkeypatch.setattr(subscriptions_module, "STORE_TIMEOUT", 0.05)
     a = rig.client()
 
     async def hang(symbol: str) -> None:
@@ -713,7 +714,7 @@ async def test_stop_cancels_every_task(rig: Rig) -> None:
 
 
 def test_hub_constants() -> None:
-    assert hub_module.STORE_TIMEOUT > 0 and hub_module.RETRY_DELAY > 0
+    assert subscriptions_module.STORE_TIMEOUT > 0 and hub_module.RETRY_DELAY > 0
 
 
 # -- recovery with since --------------------------------------------------------------------
@@ -750,7 +751,7 @@ async def test_since_recovers_the_missed_ticks_before_the_live_ones(rig: Rig) ->
 
 
 async def test_many_recovered_ticks_come_in_several_frames(rig: Rig, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(hub_module, "FRAME_TICKS", 3)
+    monkeypatch.setattr(subscriptions_module, "FRAME_TICKS", 3)
     await rig.publish("AAPL", 10)
     a = rig.client(writable=True)
     await rig.subscribe(a, ["AAPL"], 0, since={"AAPL": 2})

@@ -1,0 +1,236 @@
+"""Subscriptions: which connection gets which symbol at which throttle, and every
+ordering rule of subscribing and unsubscribing.
+
+- ticks of a subscribe wait behind its ack, its snapshot and its recovered ticks (the
+  connection is held);
+- the snapshot and recovery race: route and join first, read the snapshot or history
+  second, and let the outbox drop any seq that is not above the last one sent;
+- a throttle change moves a route without a duplicate or an early delivery;
+- after `unsubscribe` queues its ack, no tick of those symbols is sent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Iterable
+
+from marketstream.core.connection import Connection
+from marketstream.core.fanout import Fanout
+from marketstream.core.losses import Losses
+from marketstream.core.membership import Membership
+from marketstream.core.recovery import HistoryReads, missed
+from marketstream.core.requests import Request
+from marketstream.core.store import History, Store
+from marketstream.core.throttle import Throttle
+from marketstream.core.tick import EncodedTick
+from marketstream.core.transport import TickTransport
+
+log = logging.getLogger(__name__)
+
+STORE_TIMEOUT = 5.0  # seconds a request waits for the store or the transport (catalog, join, snapshots)
+FRAME_TICKS = 2000  # ticks per frame of recovered ticks (frames stay well below 1 MiB)
+
+
+class Subscriptions:
+    """Routes connections to symbols (unthrottled in `fanout`, throttled in `throttle`)
+    and joins and leaves the symbols on the transport (`membership`)."""
+
+    def __init__(
+        self,
+        store: Store,
+        transport: TickTransport,
+        fanout: Fanout,
+        throttle: Throttle,
+        history: HistoryReads,
+        losses: Losses,
+        clock: Callable[[], float],
+        left: Callable[[str], None],
+    ) -> None:
+        self.store = store
+        self.fanout = fanout
+        self.throttle = throttle
+        self.history = history
+        self.losses = losses
+        self.clock = clock
+        self.membership = Membership(transport, self.routed, left)
+
+    async def subscribe(self, conn: Connection, request: Request) -> None:
+        """Subscribe `conn` to the request's symbols that are in the catalog, within its
+        limits, at the request's effective throttle (replacing an earlier one).
+
+        Queues the ack (with each symbol's epoch, and `recovered` for `since`), then for
+        the new symbols their recovered ticks, or with `snapshot` (or a refused
+        recovery) one snapshot frame; live ticks follow, each seq above the one before.
+        """
+        rejected = dict(request.rejected)
+        wanted = request.symbols
+        known = await asyncio.wait_for(self.store.known(wanted), STORE_TIMEOUT)
+        room = conn.limits.max_subscriptions - len(conn.subscriptions)
+        accepted: list[str] = []
+        for symbol, ok in zip(wanted, known, strict=True):
+            if not ok:
+                rejected[symbol] = "unknown_symbol"
+            elif symbol in conn.subscriptions:
+                accepted.append(symbol)
+            elif room > 0:
+                accepted.append(symbol)
+                room -= 1
+            else:
+                rejected[symbol] = "limit_exceeded"
+        throttle = conn.limits.throttle(request.throttle_ms)
+        fresh = [s for s in accepted if s not in conn.subscriptions]
+        before = {s: conn.subscriptions[s] for s in accepted if s in conn.subscriptions}
+        since = {s: request.since[s] for s in fresh if s in request.since}  # ignored for the others
+        with conn.holding():  # ticks wait behind the ack, the snapshot and the recovered ticks
+            try:
+                await asyncio.wait_for(self.membership.join(self._route(conn, accepted, throttle)), STORE_TIMEOUT)
+            except BaseException:
+                # as before the request: the new symbols are not received by this process,
+                # so drop them and what arrived for them meanwhile; the others get their
+                # throttle back
+                conn.outbox.discard(self.remove(conn, fresh))
+                for symbol, old in before.items():
+                    self._route(conn, [symbol], old)
+                raise
+            # read after the join: what these return meets the live ticks held meanwhile
+            recovered = await self._recoverable(conn, since)
+            snapshots = await self._snapshots([s for s in accepted if s not in recovered])
+            epochs = {s: t.epoch for s, t in snapshots.items()}
+            epochs.update((s, h.epoch) for s, (h, _) in recovered.items() if h.epoch)
+            ack: dict[str, object] = {
+                "type": "ack",
+                "id": request.id,
+                "op": "subscribe",
+                "symbols": accepted,
+                "throttle_ms": throttle,
+                "rejected": rejected,
+                "epochs": epochs,
+            }
+            if since:
+                ack["recovered"] = {s: s in recovered for s in since}
+            conn.reply(ack)
+            for symbol, (_, ticks) in recovered.items():
+                self._queue_recovered(conn, symbol, since[symbol][0], ticks, throttle)
+            wanted_snapshots = [s for s in fresh if s not in recovered and (request.snapshot or s in since)]
+            self._queue_snapshot(conn, [snapshots[s] for s in wanted_snapshots if s in snapshots], throttle)
+
+    def unsubscribe(self, conn: Connection, request: Request) -> None:
+        """Unsubscribe `conn` from the request's symbols and queue the ack. After this
+        returns, no tick of these symbols is sent to `conn`."""
+        conn.outbox.discard(self.remove(conn, request.symbols))
+        ack = {"type": "ack", "id": request.id, "op": "unsubscribe", "symbols": request.symbols}
+        conn.reply({**ack, "rejected": request.rejected})
+
+    async def _recoverable(
+        self, conn: Connection, since: dict[str, tuple[int, str | None]]
+    ) -> dict[str, tuple[History, list[EncodedTick]]]:
+        """For each symbol of `since` that can be recovered, its history and the ticks the
+        client missed (PROTOCOL.md, "Recovery"). A store failure refuses them all."""
+        if not since:
+            return {}
+        try:
+            tails = await asyncio.gather(*(self.history.tail(s) for s in since))
+        except Exception:
+            log.exception("history read failed; answering recovered: false")
+            tails = []
+        found: dict[str, tuple[History, list[EncodedTick]]] = {}
+        for (symbol, (seq, epoch)), history in zip(since.items(), tails, strict=False):
+            ticks = missed(history, seq, epoch, conn.limits.max_recovery)
+            if ticks is not None:
+                found[symbol] = (history, ticks)
+        self.history.stats.served += len(found)
+        self.history.stats.refused += len(since) - len(found)
+        return found
+
+    async def _snapshots(self, symbols: list[str]) -> dict[str, EncodedTick]:
+        """The stored snapshots of `symbols` that have one; none if the store fails (the
+        live ticks follow, with their seq)."""
+        if not symbols:
+            return {}
+        try:
+            return await asyncio.wait_for(self.store.snapshots(symbols), STORE_TIMEOUT)
+        except Exception:
+            log.exception("snapshot read failed; subscribing without a snapshot")
+            return {}
+
+    def _queue_snapshot(self, conn: Connection, stored: list[EncodedTick], throttle: int) -> None:
+        ticks = conn.outbox.accept_snapshot(stored)
+        if not ticks:
+            return
+        if throttle:  # the snapshot counts as the symbol's last delivery
+            now = self.clock()
+            for tick in ticks:
+                self.throttle.delivered(conn, tick.symbol, throttle, now)
+        conn.outbox.add_control(conn.codec.ticks(ticks, "snapshot"))
+
+    def _queue_recovered(
+        self, conn: Connection, symbol: str, since: int, ticks: list[EncodedTick], throttle: int
+    ) -> None:
+        """Queue what `conn` missed of `symbol` after `since`, with the live ticks that came
+        meanwhile, as `ticks` frames; under a throttle only the newest, with `conflated`."""
+        merged = conn.outbox.accept_recovery(symbol, since, ticks)
+        self.history.stats.ticks += len(ticks)
+        if not merged:
+            return
+        if throttle:  # the newest, standing in for every tick after `since` (less those lost)
+            last = merged[-1].seq
+            merged = [merged[-1].with_conflated(last - since - 1 - self.losses.between(symbol, since, last))]
+            self.throttle.delivered(conn, symbol, throttle, self.clock())
+        for start in range(0, len(merged), FRAME_TICKS):
+            conn.outbox.add_control(conn.codec.ticks(merged[start : start + FRAME_TICKS]))
+
+    def routed(self, symbol: str) -> bool:
+        """Whether a local connection is routed to `symbol`."""
+        return symbol in self.fanout.routes or symbol in self.throttle.buckets
+
+    def _route(self, conn: Connection, symbols: Iterable[str], throttle: int) -> list[str]:
+        """Route `symbols` to `conn` at `throttle` (replacing an earlier throttle).
+
+        A throttled route starts waiting: its first delivery comes at the first end of
+        the interval at least `throttle` ms after the symbol's last delivery (see
+        `sent_at`; a route that leaves throttle 0 counts as delivered now).
+        Returns the symbols that this process does not receive yet.
+        """
+        new: list[str] = []
+        joined = self.membership.joined
+        for symbol in symbols:
+            old = conn.subscriptions.get(symbol)
+            if old == throttle:
+                continue
+            if old is not None:
+                self._unroute(conn, symbol, old)
+            conn.subscriptions[symbol] = throttle
+            if throttle == 0:
+                conn.sent_at.pop(symbol, None)
+                self.fanout.route(conn, symbol)
+            else:
+                if old == 0:
+                    conn.sent_at[symbol] = self.clock()
+                self.throttle.route(conn, symbol, throttle)
+            if symbol not in joined:
+                new.append(symbol)
+        return new
+
+    def _unroute(self, conn: Connection, symbol: str, throttle: int) -> None:
+        if throttle == 0:
+            self.fanout.unroute(conn, symbol)
+        else:
+            self.throttle.unroute(conn, symbol, throttle)
+
+    def remove(self, conn: Connection, symbols: Iterable[str]) -> list[str]:
+        """Stop routing `symbols` to `conn`; leave the symbols no one here wants any more.
+        Returns the symbols it was subscribed to. After this returns, the hub puts no
+        tick of these symbols into `conn`'s outbox."""
+        removed = []
+        for symbol in symbols:
+            throttle = conn.subscriptions.pop(symbol, None)
+            if throttle is None:
+                continue
+            self._unroute(conn, symbol, throttle)
+            conn.sent_at.pop(symbol, None)
+            conn.outbox.last_seq.pop(symbol, None)  # no reset reaches it now: start afresh
+            removed.append(symbol)
+            if not self.routed(symbol):
+                self.membership.leave_soon(symbol)
+        return removed
