@@ -58,12 +58,12 @@ for i = 1, n do
   seqs[symbol] = seq
   local epoch = epochs[symbol]
   local tick = mhead .. cmsgpack.pack(seq)
+  local json = jhead .. string.format('%d', seq) .. '}'
   snaps[symbol] = tick
   if maxlen > 0 then
-    redis.call('XADD', history, 'MAXLEN', '~', maxlen, seq .. '-0', 'm', tick)
+    redis.call('XADD', history, 'MAXLEN', '~', maxlen, seq .. '-0', 'm', tick, 'j', json)
   end
   if channel ~= '' then
-    local json = jhead .. string.format('%d', seq) .. '}'
     local message = '\134' .. str('type') .. str('tick') .. str('s') .. str(symbol) .. str('q') .. cmsgpack.pack(seq)
       .. str('m') .. bin(tick) .. str('j') .. bin(json) .. str('e') .. str(epoch)
     redis.call('PUBLISH', channel, message)

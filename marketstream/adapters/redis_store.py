@@ -7,7 +7,8 @@ Redis layout under the key prefix P (``MARKETSTREAM_PREFIX``):
   seq survives restarts of feeds and hubs and is shared by every publisher;
 - ``P:epoch``          hash symbol -> its epoch, new whenever its seq was lost;
 - ``P:snapshot``       hash symbol -> its last tick (msgpack);
-- ``P:history:SYMBOL`` stream of its last ticks, entry id ``SEQ-0``, field ``m`` (msgpack).
+- ``P:history:SYMBOL`` stream of its last ticks, entry id ``SEQ-0``, fields ``m`` (msgpack)
+  and ``j`` (JSON): read back without parsing (a reconnect storm reads a lot of it).
 
 Every write goes through publish.lua: one atomic step per batch of ticks.
 """
@@ -15,7 +16,7 @@ Every write goes through publish.lua: one atomic step per batch of ticks.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from importlib import resources
 from typing import Any
 
@@ -57,6 +58,15 @@ def _decode(raw: bytes, epoch: str = "") -> EncodedTick | None:
     except Exception:
         log.error("store: ignoring an entry that is not a tick: %r", raw[:80])
         return None
+
+
+def _entry(symbol: str, entry_id: bytes, fields: dict[bytes, bytes], epoch: str) -> EncodedTick | None:
+    """A history entry as a tick: its bytes as publish.lua wrote them (no parsing), or
+    decoded and encoded again for an entry without JSON."""
+    packed, json = fields.get(b"m"), fields.get(b"j")
+    if packed is not None and json is not None:
+        return EncodedTick(symbol, int(entry_id.split(b"-")[0]), packed, json, epoch)
+    return _decode(packed, epoch) if packed is not None else None
 
 
 def _text(raw: bytes | None) -> str:
@@ -124,39 +134,42 @@ class RedisStore:
         async with self.redis.pipeline(transaction=True) as pipe:
             self._queue_history(pipe, symbol, after_seq, limit)
             replies = await pipe.execute()
-        return self._history(replies, newest_first=after_seq is None)
+        return self._history(symbol, replies, newest_first=after_seq is None)
 
-    async def tails(self, symbols: Sequence[str], limit: int) -> dict[str, History]:
-        if not symbols:
+    async def tails(self, after: Mapping[str, int], limit: int) -> dict[str, History]:
+        if not after:
             return {}
         limit = min(limit, MAX_HISTORY_READ)
         async with self.redis.pipeline(transaction=True) as pipe:
-            for symbol in symbols:
-                self._queue_history(pipe, symbol, None, limit)
+            for symbol, seq in after.items():
+                self._queue_history(pipe, symbol, None, limit, newer_than=seq)
             replies = await pipe.execute()
-        return {s: self._history(replies[4 * i : 4 * i + 4], newest_first=True) for i, s in enumerate(symbols)}
+        return {s: self._history(s, replies[4 * i : 4 * i + 4], newest_first=True) for i, s in enumerate(after)}
 
-    def _queue_history(self, pipe: Any, symbol: str, after_seq: int | None, limit: int) -> None:
-        """Four commands: epoch, seq, the oldest entry, and the entries asked for
-        (newest first without `after_seq`)."""
+    def _queue_history(
+        self, pipe: Any, symbol: str, after_seq: int | None, limit: int, newer_than: int | None = None
+    ) -> None:
+        """Four commands: epoch, seq, the oldest entry, and the entries asked for: the
+        first `limit` after `after_seq`, or else the last `limit` (newest first, none at or
+        below `newer_than`)."""
         key = self.history_key(symbol)
         pipe.hget(self.epoch_key, symbol)
         pipe.hget(self.seq_key, symbol)
         pipe.xrange(key, "-", "+", count=1)
         if limit <= 0:
             pipe.xrange(key, "+", "+")  # ids above the last one: none
-        elif after_seq is None:
-            pipe.xrevrange(key, "+", "-", count=limit)
-        else:
+        elif after_seq is not None:
             pipe.xrange(key, f"({max(0, after_seq)}-0", "+", count=limit)
+        else:
+            pipe.xrevrange(key, "+", f"({max(0, newer_than)}-0" if newer_than else "-", count=limit)
 
     @staticmethod
-    def _history(replies: list[Any], newest_first: bool) -> History:
+    def _history(symbol: str, replies: list[Any], newest_first: bool) -> History:
         epoch, seq, first, entries = replies
         epoch_text = _text(epoch)
         if newest_first:
             entries = entries[::-1]
-        ticks = [_decode(fields[b"m"], epoch_text) for _, fields in entries]
+        ticks = [_entry(symbol, entry_id, fields, epoch_text) for entry_id, fields in entries]
         first_seq = int(first[0][0].split(b"-")[0]) if first else 0
         return History(epoch_text, first_seq, int(seq) if seq else 0, [t for t in ticks if t is not None])
 

@@ -48,7 +48,8 @@ class RecoveryStats:
 
 
 class HistoryReads:
-    """Shared reads of the last `limit` ticks of symbols."""
+    """Shared reads of what recovering connections missed: per symbol, the last `limit`
+    ticks after the lowest `since` of the requests that share the read."""
 
     def __init__(self, store: Store, limit: int, window: float = WINDOW) -> None:
         self.store = store
@@ -56,10 +57,12 @@ class HistoryReads:
         self.window = window
         self.stats = RecoveryStats()
         self._next: dict[str, asyncio.Future[History]] = {}  # the read that has not started yet
+        self._after: dict[str, int] = {}  # its lowest `since` per symbol
         self._reading: set[asyncio.Task[None]] = set()
 
-    async def tail(self, symbol: str) -> History:
-        """The symbol's recent history, read after this call was made."""
+    async def tail(self, symbol: str, after: int) -> History:
+        """The symbol's last `limit` ticks after `after` (or after a lower seq that another
+        request of the same read holds), read after this call was made."""
         future = self._next.get(symbol)
         if future is None:
             loop = asyncio.get_running_loop()
@@ -67,6 +70,9 @@ class HistoryReads:
                 loop.call_later(self.window, self._start)
             future = self._next[symbol] = loop.create_future()
             future.add_done_callback(_retrieve)
+            self._after[symbol] = after
+        elif after < self._after[symbol]:
+            self._after[symbol] = after
         return await asyncio.shield(future)  # one requester giving up does not cancel the others
 
     def stop(self) -> None:
@@ -75,15 +81,16 @@ class HistoryReads:
 
     def _start(self) -> None:
         batch, self._next = self._next, {}
+        after, self._after = self._after, {}
         if batch:
-            task = asyncio.get_running_loop().create_task(self._read(batch))
+            task = asyncio.get_running_loop().create_task(self._read(batch, after))
             self._reading.add(task)
             task.add_done_callback(self._reading.discard)
 
-    async def _read(self, batch: dict[str, asyncio.Future[History]]) -> None:
+    async def _read(self, batch: dict[str, asyncio.Future[History]], after: dict[str, int]) -> None:
         self.stats.reads += 1
         try:
-            found = await asyncio.wait_for(self.store.tails(list(batch), self.limit), READ_TIMEOUT)
+            found = await asyncio.wait_for(self.store.tails(after, self.limit), READ_TIMEOUT)
         except BaseException as exc:
             for future in batch.values():
                 if not future.done():

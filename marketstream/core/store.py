@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import collections
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -58,8 +58,10 @@ class Store(Protocol):
     async def history(self, symbol: str, after_seq: int | None, limit: int) -> History:
         """The first `limit` ticks after `after_seq`, or with None the last `limit` ticks."""
 
-    async def tails(self, symbols: Sequence[str], limit: int) -> dict[str, History]:
-        """The last `limit` ticks of each symbol (one round trip for all)."""
+    async def tails(self, after: Mapping[str, int], limit: int) -> dict[str, History]:
+        """For each symbol of `after`, the last `limit` of its ticks after the seq given for
+        it, oldest first (one round trip for all): what recovering clients missed, read
+        no further back than the one that holds the least."""
 
     async def catalog(self) -> dict[str, EncodedTick | None]:
         """Every symbol of the catalog with its last tick (None before the first)."""
@@ -119,8 +121,14 @@ class MemoryStore:
         last = self.last.get(symbol)
         return History(self.epochs.get(symbol, ""), kept[0].seq if kept else 0, last.seq if last else 0, chosen)
 
-    async def tails(self, symbols: Sequence[str], limit: int) -> dict[str, History]:
-        return {s: await self.history(s, None, limit) for s in symbols}
+    async def tails(self, after: Mapping[str, int], limit: int) -> dict[str, History]:
+        found = {}
+        for symbol, seq in after.items():
+            history = await self.history(symbol, None, limit)
+            found[symbol] = History(
+                history.epoch, history.first_seq, history.last_seq, [t for t in history.ticks if t.seq > seq]
+            )
+        return found
 
     async def catalog(self) -> dict[str, EncodedTick | None]:
         return {s: self.last.get(s) for s in sorted(self.symbols)}

@@ -130,7 +130,7 @@ class Subscriptions:
         if not since:
             return {}
         try:
-            tails = await asyncio.gather(*(self.history.tail(s) for s in since))
+            tails = await asyncio.gather(*(self.history.tail(s, seq) for s, (seq, _) in since.items()))
         except Exception:
             log.exception("history read failed; answering recovered: false")
             tails = []

@@ -61,5 +61,8 @@ async def test_history_is_bounded_and_read_both_ways(redis_store_short: RedisSto
     assert [t.seq for t in after.ticks] == [291, 292, 293] and after.epoch == whole.epoch
     assert (await store.history("AAPL", 300, 10)).ticks == []
     assert (await store.history("NONE", None, 10)) == (await store.history("NONE", 5, 10))
-    tails = await store.tails(["AAPL", "NONE"], 2)
+    tails = await store.tails({"AAPL": 0, "NONE": 0}, 2)
     assert [t.seq for t in tails["AAPL"].ticks] == [299, 300] and tails["NONE"].last_seq == 0
+    newer = (await store.tails({"AAPL": 297}, 100))["AAPL"]
+    assert [t.seq for t in newer.ticks] == [298, 299, 300], "read back only to the seq given"
+    assert all(t.json == draft("AAPL").complete(t.seq).json for t in newer.ticks), "JSON kept as published"

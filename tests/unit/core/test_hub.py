@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import random
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
 
 import pytest
@@ -789,9 +789,9 @@ async def test_one_history_read_serves_a_reconnect_storm(rig: Rig) -> None:
     calls: list[list[str]] = []
     real = rig.store.tails
 
-    async def tails(symbols: Sequence[str], limit: int) -> dict[str, History]:
-        calls.append(sorted(symbols))
-        return await real(symbols, limit)
+    async def tails(after: Mapping[str, int], limit: int) -> dict[str, History]:
+        calls.append(sorted(after))
+        return await real(after, limit)
 
     rig.store.tails = tails  # type: ignore[method-assign]
     clients = [rig.client(writable=True) for _ in range(20)]
@@ -843,7 +843,7 @@ async def test_a_failed_history_read_refuses_recovery_with_a_snapshot(
 ) -> None:
     await rig.publish("AAPL", 10)
 
-    async def broken(symbols: Sequence[str], limit: int) -> dict[str, History]:
+    async def broken(after: Mapping[str, int], limit: int) -> dict[str, History]:
         raise ConnectionError("store down")
 
     rig.store.tails = broken  # type: ignore[method-assign]
@@ -912,9 +912,9 @@ async def test_live_ticks_during_the_history_read_are_neither_lost_nor_duplicate
     await rig.publish("AAPL", 10)
     real = rig.store.tails
 
-    async def tails(symbols: Sequence[str], limit: int) -> dict[str, History]:
+    async def tails(after: Mapping[str, int], limit: int) -> dict[str, History]:
         await rig.feed("AAPL", 2)  # 11, 12: in history and in the outbox
-        found = await real(symbols, limit)
+        found = await real(after, limit)
         await rig.feed("AAPL", 2)  # 13, 14: live only
         return found
 
@@ -942,8 +942,8 @@ async def test_a_throttled_recovery_counts_the_live_ticks_merged_during_the_read
     await rig.publish("AAPL", 10)
     real = rig.store.tails
 
-    async def tails(symbols: Sequence[str], limit: int) -> dict[str, History]:
-        found = await real(symbols, limit)
+    async def tails(after: Mapping[str, int], limit: int) -> dict[str, History]:
+        found = await real(after, limit)
         await rig.feed("AAPL", 4)  # 11..14 arrive live after the read answered
         rig.fire(T)  # an interval ends: the new subscriber is due at once
         return found

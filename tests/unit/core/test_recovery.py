@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
-from collections.abc import Sequence
+from collections.abc import Mapping
 
 import pytest
 
@@ -84,18 +84,20 @@ class CountingStore(MemoryStore):
     def __init__(self) -> None:
         super().__init__()
         self.calls: list[list[str]] = []
+        self.afters: list[dict[str, int]] = []
         self.fail: Exception | None = None
         self.gate: asyncio.Event | None = None
         self.called = asyncio.Event()
 
-    async def tails(self, symbols: Sequence[str], limit: int) -> dict[str, History]:
-        self.calls.append(list(symbols))
+    async def tails(self, after: Mapping[str, int], limit: int) -> dict[str, History]:
+        self.calls.append(list(after))
+        self.afters.append(dict(after))
         self.called.set()
         if self.gate is not None:
             await self.gate.wait()
         if self.fail is not None:
             raise self.fail
-        return await super().tails(symbols, limit)
+        return await super().tails(after, limit)
 
 
 @pytest.fixture
@@ -107,7 +109,7 @@ async def store() -> CountingStore:
 
 async def test_a_tail_is_the_symbols_recent_history(store: CountingStore) -> None:
     reads = HistoryReads(store, 3, WINDOW)
-    found = await reads.tail("A")
+    found = await reads.tail("A", 0)
     assert [t.seq for t in found.ticks] == [3, 4, 5] and (found.first_seq, found.last_seq) == (1, 5)
     assert found.epoch == store.epochs["A"]
     assert store.calls == [["A"]] and reads.stats.reads == 1
@@ -115,7 +117,7 @@ async def test_a_tail_is_the_symbols_recent_history(store: CountingStore) -> Non
 
 async def test_concurrent_tails_within_the_window_share_one_store_call(store: CountingStore) -> None:
     reads = HistoryReads(store, 10, WINDOW)
-    found = await asyncio.gather(*(reads.tail(s) for s in ["A", "B", "A", "C", "B", "A"]))
+    found = await asyncio.gather(*(reads.tail(s, 0) for s in ["A", "B", "A", "C", "B", "A"]))
     assert len(store.calls) == 1 and sorted(store.calls[0]) == ["A", "B", "C"], "one call, each symbol once"
     assert reads.stats.reads == 1
     assert [h.last_seq for h in found] == [5, 3, 5, 0, 3, 5]
@@ -125,16 +127,16 @@ async def test_concurrent_tails_within_the_window_share_one_store_call(store: Co
 
 async def test_a_request_made_later_in_the_window_joins_the_read(store: CountingStore) -> None:
     reads = HistoryReads(store, 10, WINDOW)
-    first = asyncio.create_task(reads.tail("A"))
+    first = asyncio.create_task(reads.tail("A", 0))
     await asyncio.sleep(WINDOW / 5)
-    second = asyncio.create_task(reads.tail("B"))
+    second = asyncio.create_task(reads.tail("B", 0))
     await asyncio.gather(first, second)
     assert store.calls == [["A", "B"]]
 
 
 async def test_a_read_waits_for_the_window_so_it_sees_what_came_meanwhile(store: CountingStore) -> None:
     reads = HistoryReads(store, 10, WINDOW)
-    task = asyncio.create_task(reads.tail("A"))
+    task = asyncio.create_task(reads.tail("A", 0))
     await asyncio.sleep(0)
     await store.append([draft("A")])  # kept after the request was made, before the read
     assert (await task).last_seq == 6
@@ -142,9 +144,9 @@ async def test_a_read_waits_for_the_window_so_it_sees_what_came_meanwhile(store:
 
 async def test_a_read_started_later_is_a_separate_read(store: CountingStore) -> None:
     reads = HistoryReads(store, 10, WINDOW)
-    await reads.tail("A")
+    await reads.tail("A", 0)
     await store.append([draft("A")])
-    again = await reads.tail("A")
+    again = await reads.tail("A", 0)
     assert store.calls == [["A"], ["A"]] and reads.stats.reads == 2
     assert again.last_seq == 6, "not the earlier result"
 
@@ -152,9 +154,9 @@ async def test_a_read_started_later_is_a_separate_read(store: CountingStore) -> 
 async def test_a_request_made_while_a_read_is_in_flight_waits_for_the_next_read(store: CountingStore) -> None:
     store.gate = asyncio.Event()
     reads = HistoryReads(store, 10, WINDOW)
-    first = asyncio.create_task(reads.tail("A"))
+    first = asyncio.create_task(reads.tail("A", 0))
     await store.called.wait()
-    second = asyncio.create_task(reads.tail("A"))  # the first read has started: it cannot see this one
+    second = asyncio.create_task(reads.tail("A", 0))  # the first read has started: it cannot see this one
     await asyncio.sleep(WINDOW * 2)
     assert len(store.calls) == 2, "a second read, after its own window"
     store.gate.set()
@@ -165,18 +167,18 @@ async def test_a_request_made_while_a_read_is_in_flight_waits_for_the_next_read(
 async def test_a_failed_read_fails_every_waiter(store: CountingStore) -> None:
     store.fail = ConnectionError("store down")
     reads = HistoryReads(store, 10, WINDOW)
-    results = await asyncio.gather(reads.tail("A"), reads.tail("A"), reads.tail("B"), return_exceptions=True)
+    results = await asyncio.gather(reads.tail("A", 0), reads.tail("A", 0), reads.tail("B", 0), return_exceptions=True)
     assert len(store.calls) == 1
     assert all(isinstance(r, ConnectionError) and str(r) == "store down" for r in results), results
     store.fail = None
-    assert (await reads.tail("A")).last_seq == 5, "the next read works again"
+    assert (await reads.tail("A", 0)).last_seq == 5, "the next read works again"
 
 
 async def test_a_read_that_times_out_fails_every_waiter(store: CountingStore, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(recovery_module, "READ_TIMEOUT", 0.02)
     store.gate = asyncio.Event()  # never set: the store hangs
     reads = HistoryReads(store, 10, WINDOW)
-    results = await asyncio.gather(reads.tail("A"), reads.tail("B"), return_exceptions=True)
+    results = await asyncio.gather(reads.tail("A", 0), reads.tail("B", 0), return_exceptions=True)
     assert all(isinstance(r, TimeoutError) for r in results), results
 
 
@@ -185,7 +187,7 @@ async def test_a_failed_read_nobody_waits_for_is_not_reported_as_unretrieved(
 ) -> None:
     store.fail = ConnectionError("store down")
     reads = HistoryReads(store, 10, WINDOW)
-    waiter = asyncio.create_task(reads.tail("A"))
+    waiter = asyncio.create_task(reads.tail("A", 0))
     await asyncio.sleep(0)
     waiter.cancel()
     await asyncio.sleep(WINDOW * 3)
@@ -198,9 +200,9 @@ async def test_a_failed_read_nobody_waits_for_is_not_reported_as_unretrieved(
 
 async def test_a_cancelled_waiter_does_not_cancel_the_others(store: CountingStore) -> None:
     reads = HistoryReads(store, 10, WINDOW)
-    gone = asyncio.create_task(reads.tail("A"))
-    staying = asyncio.create_task(reads.tail("A"))
-    other = asyncio.create_task(reads.tail("B"))
+    gone = asyncio.create_task(reads.tail("A", 0))
+    staying = asyncio.create_task(reads.tail("A", 0))
+    other = asyncio.create_task(reads.tail("B", 0))
     await asyncio.sleep(0)
     gone.cancel()
     assert (await staying).last_seq == 5 and (await other).last_seq == 3
@@ -211,7 +213,7 @@ async def test_a_cancelled_waiter_does_not_cancel_the_others(store: CountingStor
 async def test_stop_cancels_a_read_in_flight_and_fails_its_waiters(store: CountingStore) -> None:
     store.gate = asyncio.Event()
     reads = HistoryReads(store, 10, WINDOW)
-    waiter = asyncio.create_task(reads.tail("A"))
+    waiter = asyncio.create_task(reads.tail("A", 0))
     await store.called.wait()
     reads.stop()
     with pytest.raises(ConnectionError, match="cancelled"):
@@ -220,3 +222,11 @@ async def test_stop_cancels_a_read_in_flight_and_fails_its_waiters(store: Counti
 
 def test_the_default_window_is_short() -> None:
     assert 0 < recovery_module.WINDOW <= 0.01 and recovery_module.READ_TIMEOUT > 0
+
+
+async def test_a_shared_read_goes_back_only_to_the_lowest_since(store: CountingStore) -> None:
+    reads = HistoryReads(store, 10, WINDOW)
+    low, high = await asyncio.gather(reads.tail("A", 3), reads.tail("A", 4))
+    assert store.afters == [{"A": 3}], "one read, from the lowest since"
+    assert low is high and [t.seq for t in low.ticks] == [4, 5], "only what the requesters missed"
+    assert (low.first_seq, low.last_seq) == (1, 5)

@@ -110,11 +110,14 @@ async def test_no_history_when_its_length_is_zero() -> None:
 async def test_tails_reads_the_last_ticks_of_each_symbol() -> None:
     store = MemoryStore()
     await store.append([draft("A") for _ in range(4)] + [draft("B")])
-    tails = await store.tails(["A", "B", "C"], 2)
+    tails = await store.tails({"A": 0, "B": 0, "C": 0}, 2)
     assert {s: [t.seq for t in h.ticks] for s, h in tails.items()} == {"A": [3, 4], "B": [1], "C": []}
     assert (tails["A"].first_seq, tails["A"].last_seq, tails["A"].epoch) == (1, 4, store.epochs["A"])
     assert tails["C"] == History()
-    assert await store.tails([], 2) == {}
+    assert await store.tails({}, 2) == {}
+    after = await store.tails({"A": 3, "B": 1}, 10)
+    assert [t.seq for t in after["A"].ticks] == [4] and after["B"].ticks == [], "only the ticks after the seq"
+    assert after["A"].last_seq == 4
 
 
 async def test_forget_loses_the_seq_and_starts_a_new_epoch() -> None:
