@@ -9,6 +9,10 @@ final snapshot. With ``--baseline`` the same scenario runs again on the seed tut
 pattern (core layer, seed consumer) and the result gives the ratio of hub CPU per
 delivered tick, baseline / ours. Prints one JSON line, then a table (stdout); progress
 goes to stderr. Everything it started is stopped on exit, error, Ctrl-C or timeout.
+
+A scenario with a restart (``--scenario recovery``) restarts the hub inside the window
+(`storm`): SIGTERM, a new hub on the same port, and the clients reconnect with `since`;
+the window ends `duration` seconds after every client is live again.
 """
 
 from __future__ import annotations
@@ -20,8 +24,10 @@ import json
 import multiprocessing
 import os
 import random
+import resource
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -31,6 +37,7 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
+from urllib.request import urlopen
 
 from loadtest import clients
 from loadtest.catalog import choose, fetch_catalog, healthy, http_base, is_loopback, last_seqs, stream_url
@@ -39,6 +46,7 @@ from loadtest.scenarios import Scenario, from_args, parser
 from loadtest.services import (
     LOOPBACK,
     REDIS_HINT,
+    Hub,
     ProcessMeter,
     Service,
     ServiceError,
@@ -115,6 +123,129 @@ def wait_workers(hub: Service, workers: int) -> None:
         time.sleep(1.5)
 
 
+def children_cpu() -> float:
+    """User + system CPU seconds of this process's children that have been waited for."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def log_errors(service: Service, examples: int = 3) -> list[str]:
+    """Notes on the ERROR lines of a service's log: how many, and the first distinct messages."""
+    errors = [line for line in service.log().splitlines() if " ERROR " in line]
+    if not errors:
+        return []
+    seen: list[str] = []
+    for line in errors:
+        message = line.split(" ERROR ", 1)[1]
+        if message not in seen:
+            seen.append(message)
+    shown = "; ".join(seen[:examples])
+    return [f"{service.name} log ({service.log_path.name}): {len(errors)} ERROR lines: {shown}"]
+
+
+def listening(port: int) -> bool:
+    """True when a TCP connection to LOOPBACK:`port` is accepted."""
+    try:
+        with socket.create_connection((LOOPBACK, port), 0.5):
+            return True
+    except OSError:
+        return False
+
+
+def hub_metrics(base: str, timeout: float = 30.0) -> dict[str, float]:
+    """The hub's own counters from GET /metrics (``marketstream_*``, without ``_total``); {} if unreadable."""
+    try:
+        with urlopen(f"{base}/metrics", timeout=timeout) as response:
+            text = response.read().decode()
+    except OSError:
+        return {}
+    out: dict[str, float] = {}
+    for line in text.splitlines():
+        name, _, value = line.partition(" ")
+        if name.startswith("marketstream_") and not name.endswith("_created"):
+            with contextlib.suppress(ValueError):
+                out[name.removesuffix("_total")] = float(value)
+    return out
+
+
+@dataclasses.dataclass
+class Restarted:
+    """What `storm` leaves for the rest of the run: the new hub and its meter, and the old
+    hub's CPU seconds from its start until it exited."""
+
+    hub: Hub
+    meter: ProcessMeter
+    old_cpu_s: float
+
+
+def storm(
+    scenario: Scenario, pool: ClientPool, hub: Hub, env: dict[str, str], logs: Path, raw: Raw, services: list[Service]
+) -> Restarted:
+    """The reconnect storm inside the window: after `restart.after` s, SIGTERM the hub (it
+    closes every client with 1012), start a new hub on its port (added to `services`),
+    and wait until every client is live again (or `restart.timeout` s after the restart).
+    Fills `raw.storm`."""
+    restart = scenario.restart
+    assert restart is not None
+    time.sleep(restart.after)
+    old_meter = ProcessMeter(hub.pid)
+    old_cpu, reaped = old_meter.cpu_seconds(), children_cpu()
+    say(f"ours: restarting the hub (SIGTERM to pid {hub.pid}, port {hub.port})")
+    t_restart = time.monotonic()
+    code = hub.stop(30.0, signal.SIGTERM)
+    t_exit = time.monotonic()
+    old_total = children_cpu() - reaped  # the old hub's CPU, its shutdown included (it has been waited for)
+    new = start_hub(hub.port, scenario.workers, env, logs)
+    services.append(new)
+    t_started = time.monotonic()
+    # ready: it listens (uvicorn binds after the lifespan startup); polled closely, as the
+    # clients poll it too, and not over HTTP, which the storm can delay by seconds
+    while not listening(new.port):
+        if not new.running() or time.monotonic() - t_started > 30.0:  # raises, with the hub's log
+            wait_until(lambda: listening(new.port), 0.0, new, f"the new hub to listen on port {new.port}")
+        time.sleep(0.01)
+    t_ready = time.monotonic()
+    wait_workers(new, scenario.workers)
+    meter = ProcessMeter(new.pid)
+    cpu_ready = meter.cpu_seconds()
+    say(f"ours: new hub pid {new.pid} ready {t_ready - t_restart:.2f} s after SIGTERM; clients reconnecting")
+    samples: list[tuple[float, float]] = []  # (monotonic, new hub CPU s) at each poll
+    while True:
+        status = pool.command("storm", False)
+        now = time.monotonic()
+        samples.append((now, meter.cpu_seconds()))
+        live = sum(s["live"] for s in status)
+        if live >= raw.connected:
+            break
+        if now - t_restart > restart.timeout:
+            raw.notes.append(
+                f"{raw.connected - live} of {raw.connected} clients not live {restart.timeout:g} s after the restart"
+            )
+            break
+        time.sleep(0.05)
+    detail = pool.command("storm", True)
+    lives = [t[2] for d in detail for t in d["times"] if t[2] is not None]
+    t_live = max(lives) if lives else samples[-1][0]
+    cpu_live = next((cpu for t, cpu in samples if t >= t_live), None)
+    if cpu_live is None:  # the last ones went live after the last poll
+        cpu_live = meter.cpu_seconds()
+    metrics = hub_metrics(new.base)
+    say(f"ours: {len(lives)} of {raw.connected} clients live {t_live - t_restart:.2f} s after SIGTERM")
+    raw.storm = {
+        "restart_at": t_restart,
+        "old_hub_exit_code": code,
+        "old_hub_stopped_s": t_exit - t_restart,
+        "new_hub_started_s": t_started - t_restart,
+        "new_hub_ready_s": t_ready - t_restart,
+        "old_hub_shutdown_cpu_s": old_total - old_cpu if old_total >= old_cpu else None,
+        "new_hub_startup_cpu_s": cpu_ready,
+        "new_hub_cpu_to_all_live_s": cpu_live,
+        "hub_metrics": metrics,
+        "clients": detail,
+    }
+    return Restarted(new, meter, max(old_total, old_cpu))
+
+
 def run_one(scenario: Scenario, variant: str, redis_url: str | None, args: argparse.Namespace, logs: Path) -> Raw:
     """One run of `scenario` on our hub ("ours") or the seed pattern ("baseline")."""
     baseline = variant == "baseline"
@@ -124,6 +255,8 @@ def run_one(scenario: Scenario, variant: str, redis_url: str | None, args: argpa
     services: list[Service] = []
     pool: ClientPool | None = None
     feed: Service | None = None
+    hub: Hub | None = None
+    env: dict[str, str] = {}
     try:
         if args.no_start:
             base = http_base(args.url)
@@ -156,6 +289,11 @@ def run_one(scenario: Scenario, variant: str, redis_url: str | None, args: argpa
             tolerance_ms=scenario.throttle_tolerance_ms,
             key=args.key,
         )
+        if scenario.restart is not None:
+            r = scenario.restart
+            options = dataclasses.replace(
+                options, reconnect=True, backoff_s=r.backoff_ms / 1000, backoff_max_s=r.backoff_max_ms / 1000
+            )
         raw.rss_before = meter.rss_bytes() if meter else None
         say(f"{variant}: connecting {scenario.clients} clients from {scenario.client_procs} process(es)")
         started = time.monotonic()
@@ -184,12 +322,16 @@ def run_one(scenario: Scenario, variant: str, redis_url: str | None, args: argpa
         pool.command("reset")
         t0 = time.monotonic()
         profiler = start_profiler(args, meter, scenario, variant, logs)
+        old_hub_cpu = 0.0  # CPU of the hub that was restarted, from its start until it exited
+        if scenario.restart is not None and hub is not None:
+            restarted = storm(scenario, pool, hub, env, logs, raw, services)
+            meter, old_hub_cpu = restarted.meter, restarted.old_cpu_s
         time.sleep(scenario.duration)
         raw.reports = pool.command("report")
         raw.window_s = time.monotonic() - t0
-        seq1 = last_seqs(fetch_catalog(base))
+        seq1 = last_seqs(fetch_catalog(base, 5.0 if scenario.restart is None else 60.0))
         if meter is not None and cpu0 is not None:
-            raw.hub_cpu_s = meter.cpu_seconds() - cpu0
+            raw.hub_cpu_s = meter.cpu_seconds() + old_hub_cpu - cpu0
             raw.rss_after = meter.rss_bytes()
         if feed_meter is not None and feed_cpu0 is not None:
             raw.feed_cpu_s = feed_meter.cpu_seconds() - feed_cpu0
@@ -197,10 +339,16 @@ def run_one(scenario: Scenario, variant: str, redis_url: str | None, args: argpa
         if profiler is not None:
             profiler.wait(30)
             raw.notes.append(f"py-spy profile of the hub in the window: {args.profile}; its sampling costs some CPU")
+            if scenario.restart is not None:
+                raw.notes.append("the profile covers the first hub only, until its restart")
+        if raw.storm is not None:
+            raw.storm["final"] = pool.command("storm", False)
+            raw.storm["hub_metrics_end"] = hub_metrics(base)
+            raw.notes.extend(log_errors(services[-1]))
         if feed is not None:
             feed.stop(10.0, signal.SIGINT)
             time.sleep(1.0 + 2 * scenario.throttle / 1000)
-            final = last_seqs(fetch_catalog(base))
+            final = last_seqs(fetch_catalog(base, 5.0 if scenario.restart is None else 60.0))
             checks = pool.command("final", final)
             raw.final_checked = sum(c["checked"] for c in checks)
             raw.final_stale = sum(c["stale"] for c in checks)
@@ -308,12 +456,17 @@ def main(argv: list[str] | None = None) -> int:
         p.error(f"only loopback addresses: --url {args.url}")
     if (args.baseline or args.baseline_only) and args.no_start:
         p.error("--baseline starts its own hub: not with --no-start")
+    if scenario.restart is not None and (args.no_start or args.baseline or args.baseline_only):
+        p.error(f"--scenario {scenario.name} restarts the hub it started: not with --no-start or --baseline")
     limit = clients.raise_nofile()
     if limit < scenario.clients // scenario.client_procs + 1024:
         say(f"RLIMIT_NOFILE is {limit}: too low for {scenario.clients} connections")
     runs = len(args.sweep.split(",")) if args.sweep else 1
     runs *= 1 + int(bool(args.baseline))
-    budget = args.max_seconds or runs * (scenario.warmup + scenario.duration + 90 + scenario.clients / 50)
+    per_run = scenario.warmup + scenario.duration + 90 + scenario.clients / 50
+    if scenario.restart is not None:  # the wait for the old hub to stop and the new one to start, and the storm
+        per_run += scenario.restart.after + 60 + scenario.restart.timeout
+    budget = args.max_seconds or runs * per_run
     signal.signal(signal.SIGTERM, _interrupt)
     signal.signal(signal.SIGALRM, _timeout)
     signal.alarm(max(1, int(budget)))

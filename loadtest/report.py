@@ -15,11 +15,32 @@ Definitions (also in the result's ``definitions`` field):
 - hub CPU per delivered tick: user+sys CPU of the hub processes over the window divided
   by the delivered ticks. RSS per connection: (hub RSS at the end of the window - hub RSS
   before connecting) / connections.
+
+With a restart (the recovery scenario), the window spans the reconnect storm and:
+
+- delivered counts live and recovered ticks (a recovered tick is one the client missed
+  and got after all); latency is of live ticks only;
+- hub CPU is the old hub's (until it exited, shutdown included) plus the new hub's (from
+  its start, Django startup included); RSS after is the new hub's;
+- ``storm`` (times in seconds after the SIGTERM, monotonic clock shared by all processes):
+  ``new_hub_ready_s`` (it accepts TCP connections), per client ``acked`` (its resubscribe with
+  `since` acked) and ``live`` (its first live tick after the recovered frames);
+  ``all_acked_s`` and ``all_live_s`` (None unless every client got there); recovered
+  true/false counts from the acks; ``recovered_ticks``: ticks in recovered frames;
+  ``new_hub_cpu_s``: the new hub's CPU from its start until it listens (``startup``) and until
+  all live (``to_all_live``; when not every client got there, until the wait gave up);
+  ``storm``: the difference, the cost of the reconnects,
+  recovery and live fan-out meanwhile; ``storm_cpu_us_per_recovered_tick``: storm /
+  recovered ticks; ``hub``: the new hub's own recovery counters (GET /metrics) when all
+  were live (or the wait timed out) and at the end of the window (None: no answer), and
+  the later of the two that answered (``latest``, in the table).
+  ``lost`` (top level) covers the whole run, storm included.
 """
 
 from __future__ import annotations
 
 import math
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -50,6 +71,7 @@ class Raw:
     rss_after: int | None = None
     final_checked: int | None = None
     final_stale: int | None = None
+    storm: dict[str, Any] | None = None  # a restart's measurements (fanout.storm)
     notes: list[str] = field(default_factory=list)
 
 
@@ -65,7 +87,9 @@ def summarize(scenario: Scenario, raw: Raw) -> dict[str, Any]:
     for report in raw.reports:
         totals.merge(report)
     window = raw.window_s or float("nan")
-    delivered_rate = sum(r["ticks"] / r["seconds"] for r in raw.reports if r["seconds"] > 0)
+    delivered_rate = sum(
+        (r["ticks"] + r.get("recovered_ticks", 0)) / r["seconds"] for r in raw.reports if r["seconds"] > 0
+    )
     frames_rate = sum(r["frames"] / r["seconds"] for r in raw.reports if r["seconds"] > 0)
     offered = sum(raw.published.values())
     if scenario.throttle:
@@ -79,9 +103,12 @@ def summarize(scenario: Scenario, raw: Raw) -> dict[str, Any]:
     rss_per_conn = None
     if raw.rss_after is not None and raw.rss_before is not None and raw.connected:
         rss_per_conn = (raw.rss_after - raw.rss_before) / raw.connected
+    params = asdict(scenario) | {"encoding": raw.encoding}
+    if params["restart"] is None:  # the other scenarios' output stays as it was
+        del params["restart"]
     result: dict[str, Any] = {
         "variant": raw.variant,
-        "scenario": asdict(scenario) | {"encoding": raw.encoding},
+        "scenario": params,
         "connections": raw.connected,
         "connect_failed": raw.connect_failed,
         "subscribe_retries": raw.subscribe_retries,
@@ -125,7 +152,78 @@ def summarize(scenario: Scenario, raw: Raw) -> dict[str, Any]:
         "hub_rss_kb_per_connection": _round(rss_per_conn / 1024 if rss_per_conn is not None else None, 2),
         "notes": raw.notes,
     }
+    if raw.storm is not None:
+        result["storm"] = summarize_storm(raw.storm, raw.connected)
     return result
+
+
+def _nearest_rank(ordered: Sequence[float], p: float) -> float | None:
+    if not ordered:
+        return None
+    return ordered[max(0, min(len(ordered) - 1, math.ceil(len(ordered) * p / 100) - 1))]
+
+
+HUB_COUNTERS = ("recoveries_served", "recoveries_refused", "ticks_recovered", "history_reads", "ticks_lost")
+
+
+def _hub_counters(metrics: Mapping[str, float] | None) -> dict[str, int] | None:
+    """The new hub's recovery counters from its /metrics (None when it did not answer)."""
+    if not metrics:
+        return None
+    return {name: int(metrics[f"marketstream_{name}"]) for name in HUB_COUNTERS if f"marketstream_{name}" in metrics}
+
+
+def summarize_storm(storm: Mapping[str, Any], connected: int) -> dict[str, Any]:
+    """The ``storm`` section of a result (see the module docstring)."""
+    t0 = storm["restart_at"]
+    times = [t for process in storm["clients"] for t in process["times"]]
+    acked = sorted(a - t0 for _, a, _ in times if a is not None)
+    live = sorted(v - t0 for _, _, v in times if v is not None)
+    final = storm.get("final") or storm["clients"]
+    closes: Counter[int] = Counter()
+    errors: Counter[str] = Counter()
+    for process in final:
+        closes.update({int(code): n for code, n in process["closes"].items()})
+        errors.update(process.get("errors", {}))
+
+    def total(name: str) -> int:
+        return sum(int(process[name]) for process in final)
+
+    recovered_ticks = total("recovered_ticks")
+    startup, to_live = storm["new_hub_startup_cpu_s"], storm["new_hub_cpu_to_all_live_s"]
+    cost = to_live - startup
+    at_live, at_end = _hub_counters(storm.get("hub_metrics")), _hub_counters(storm.get("hub_metrics_end"))
+    hub = {"at_all_live": at_live, "at_end": at_end, "latest": at_end or at_live}
+    return {
+        "clients": connected,
+        "closed": total("closed"),
+        "closes": {str(code): n for code, n in sorted(closes.items())},
+        "closed_1012": closes.get(1012, 0),
+        "reconnected": total("acked"),
+        "live": total("live"),
+        "reconnect_attempts": total("attempts"),
+        "failed_attempts": total("failed"),
+        "first_error": next((p["first_error"] for p in final if p["first_error"]), None),
+        "failed_by_kind": dict(errors.most_common()),
+        "old_hub_exit_code": storm.get("old_hub_exit_code"),
+        "old_hub_stopped_s": _round(storm["old_hub_stopped_s"]),
+        "new_hub_ready_s": _round(storm["new_hub_ready_s"]),
+        "first_acked_s": _round(acked[0]) if acked else None,
+        "all_acked_s": _round(acked[-1]) if acked and len(acked) >= connected else None,
+        "all_live_s": _round(live[-1]) if live and len(live) >= connected else None,
+        "live_s": {f"p{p}": _round(_nearest_rank(live, p)) for p in (50, 90, 99)},
+        "live_within_s": {str(t): sum(1 for v in live if v <= t) for t in (1, 2, 5, 10, 20, 30, 60)},
+        "recovered_true": total("recovered_true"),
+        "recovered_false": total("recovered_false"),
+        "refused": [r for p in final for r in p["refused"]][:10],
+        "recovered_frames": total("recovered_frames"),
+        "recovered_ticks": recovered_ticks,
+        "snapshot_ticks": total("snapshot_ticks"),
+        "old_hub_shutdown_cpu_s": _round(storm.get("old_hub_shutdown_cpu_s")),
+        "new_hub_cpu_s": {"startup": _round(startup), "to_all_live": _round(to_live), "storm": _round(cost)},
+        "storm_cpu_us_per_recovered_tick": _round(cost / recovered_ticks * 1e6, 2) if recovered_ticks else None,
+        "hub": hub,
+    }
 
 
 def cpu_ratio(ours: Mapping[str, Any], baseline: Mapping[str, Any]) -> float | None:
@@ -160,6 +258,36 @@ ROWS: list[tuple[str, str]] = [
     ("client CPU cores", "client_cpu_cores"),
 ]
 
+STORM_ROWS: list[tuple[str, str]] = [
+    ("storm: clients closed", "storm.closed"),
+    ("  closed with 1012", "storm.closed_1012"),
+    ("  reconnected (acked)", "storm.reconnected"),
+    ("  live again", "storm.live"),
+    ("  reconnect attempts", "storm.reconnect_attempts"),
+    ("  failed attempts", "storm.failed_attempts"),
+    ("  old hub stopped s", "storm.old_hub_stopped_s"),
+    ("  new hub ready s", "storm.new_hub_ready_s"),
+    ("  first acked s", "storm.first_acked_s"),
+    ("  all acked s", "storm.all_acked_s"),
+    ("  all live s", "storm.all_live_s"),
+    ("  live p50 s", "storm.live_s.p50"),
+    ("  live p99 s", "storm.live_s.p99"),
+    ("  live within 5 s", "storm.live_within_s.5"),
+    ("  live within 30 s", "storm.live_within_s.30"),
+    ("  recovered true", "storm.recovered_true"),
+    ("  recovered false", "storm.recovered_false"),
+    ("  ticks recovered", "storm.recovered_ticks"),
+    ("  recovered frames", "storm.recovered_frames"),
+    ("  hub: recoveries served", "storm.hub.latest.recoveries_served"),
+    ("  hub: recoveries refused", "storm.hub.latest.recoveries_refused"),
+    ("  hub: ticks recovered", "storm.hub.latest.ticks_recovered"),
+    ("  hub: history reads", "storm.hub.latest.history_reads"),
+    ("  new hub CPU s startup", "storm.new_hub_cpu_s.startup"),
+    ("  new hub CPU s to all live", "storm.new_hub_cpu_s.to_all_live"),
+    ("  storm CPU s", "storm.new_hub_cpu_s.storm"),
+    ("  storm CPU us/recovered tick", "storm.storm_cpu_us_per_recovered_tick"),
+]
+
 
 def _get(result: Mapping[str, Any], path: str) -> Any:
     value: Any = result
@@ -183,7 +311,8 @@ def _fmt(value: Any) -> str:
 def table(title: str, results: Sequence[Mapping[str, Any]]) -> str:
     """A plain-text table: one row per metric, one column per result (by variant)."""
     headers = ["", *[str(r.get("variant")) for r in results]]
-    rows = [[label, *[_fmt(_get(r, path)) for r in results]] for label, path in ROWS]
+    paths = ROWS + (STORM_ROWS if any("storm" in r for r in results) else [])
+    rows = [[label, *[_fmt(_get(r, path)) for r in results]] for label, path in paths]
     widths = [max(len(row[i]) for row in [headers, *rows]) for i in range(len(headers))]
     lines = [
         title,

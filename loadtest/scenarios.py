@@ -1,11 +1,29 @@
 """The fan-out benchmark's scenarios: named presets, and the command line that picks and
-overrides them (`python -m loadtest.fanout --help`)."""
+overrides them (`python -m loadtest.fanout --help`).
+
+The `recovery` preset is a reconnect storm: after the warm-up and `Restart.after` seconds
+of the window, the hub gets SIGTERM (it closes every client with 1012) and a new hub
+process starts on the same port while the feed keeps publishing; every client reconnects
+with exponential backoff and full jitter and resubscribes with `since` (its last seq and
+epoch per symbol). The window then runs until `duration` seconds after the last client
+is live again.
+"""
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
 from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Restart:
+    """The hub restart of a reconnect storm, and how its clients reconnect."""
+
+    after: float = 3.0  # seconds of the measured window before the hub gets SIGTERM
+    backoff_ms: float = 100.0  # reconnect delay: uniform(0, min(backoff_max_ms, backoff_ms * 2**attempt))
+    backoff_max_ms: float = 2000.0
+    timeout: float = 60.0  # seconds the benchmark waits, after the restart, for every client to be live
 
 
 @dataclass(frozen=True)
@@ -26,11 +44,17 @@ class Scenario:
     client_procs: int = 2  # load-generator processes
     throttle_tolerance_ms: float = 20.0
     seed: int = 1  # for the symbols drawn by each client
+    restart: Restart | None = None  # a reconnect storm (the recovery scenario); None: no restart
 
     def describe(self) -> str:
         text = f"{self.clients} clients x {self.symbols_per_client} of {self.symbols} symbols, {self.rate:g} ticks/s"
         if self.throttle:
             text += f", throttle {self.throttle} ms"
+        if self.restart:
+            text += (
+                f", hub restarted after {self.restart.after:g} s, backoff {self.restart.backoff_ms:g}"
+                f"-{self.restart.backoff_max_ms:g} ms, measured until {self.duration:g} s after all live"
+            )
         return text
 
 
@@ -45,6 +69,17 @@ PRESETS: dict[str, Scenario] = {
         Scenario("connections", clients=10_000, symbols_per_client=5, symbols=200, rate=10, warmup=5, duration=15),
         Scenario(
             "tiny", clients=20, symbols_per_client=5, symbols=20, rate=200, warmup=1.5, duration=3, client_procs=1
+        ),
+        # the fanout sizes (and its flush delay), with the hub restarted in the window: a reconnect storm
+        Scenario(
+            "recovery",
+            clients=1000,
+            symbols_per_client=20,
+            symbols=200,
+            rate=2000,
+            duration=5,
+            flush_ms=30,
+            restart=Restart(),
         ),
     )
 }
@@ -66,6 +101,14 @@ OVERRIDES = {
     "--seed": ("seed", int, "random seed of the symbols each client draws"),
 }
 
+RESTART_OVERRIDES = {
+    # option: (field of Restart, type, help); only for scenarios with a restart (recovery)
+    "--restart-after": ("after", float, "seconds of the window before the hub is restarted"),
+    "--backoff-ms": ("backoff_ms", float, "first reconnect delay bound, doubled per attempt (full jitter)"),
+    "--backoff-max-ms": ("backoff_max_ms", float, "largest reconnect delay bound"),
+    "--live-timeout": ("timeout", float, "seconds to wait after the restart for every client to be live"),
+}
+
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
@@ -76,6 +119,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--scenario", choices=sorted(PRESETS), default="dashboard", help="named preset (default dashboard)")
     for option, (name, kind, text) in OVERRIDES.items():
         p.add_argument(option, dest=name, type=kind, default=None, help=f"{text} (overrides the preset)")
+    for option, (name, kind, text) in RESTART_OVERRIDES.items():
+        p.add_argument(option, dest=f"restart_{name}", type=kind, default=None, help=f"{text} (recovery)")
     p.add_argument("--baseline", action="store_true", help="also run the seed pattern and report the CPU ratio")
     p.add_argument("--baseline-only", action="store_true", help="run only the seed pattern")
     p.add_argument(
@@ -106,6 +151,12 @@ def from_args(args: argparse.Namespace) -> Scenario:
     """
     scenario = PRESETS[args.scenario]
     changes = {name: getattr(args, name) for name, _, _ in OVERRIDES.values() if getattr(args, name) is not None}
+    given = {o: n for o, (n, _, _) in RESTART_OVERRIDES.items() if getattr(args, f"restart_{n}", None) is not None}
+    restart = {name: getattr(args, f"restart_{name}") for name in given.values()}
+    if given and scenario.restart is None:
+        raise ValueError(f"{', '.join(given)}: only for a scenario with a restart (--scenario recovery)")
+    if scenario.restart is not None:
+        changes["restart"] = dataclasses.replace(scenario.restart, **restart)
     scenario = dataclasses.replace(scenario, **changes)
     checks = [
         (scenario.clients > 0, "--clients must be > 0"),
@@ -117,6 +168,13 @@ def from_args(args: argparse.Namespace) -> Scenario:
         (scenario.workers > 0 and scenario.client_procs > 0, "--workers and --client-procs must be > 0"),
         (scenario.encoding in ("msgpack", "json"), "--encoding must be msgpack or json"),
     ]
+    if scenario.restart is not None:
+        r = scenario.restart
+        checks += [
+            (r.after >= 0, "--restart-after must be >= 0"),
+            (0 < r.backoff_ms <= r.backoff_max_ms, "--backoff-ms must be > 0 and <= --backoff-max-ms"),
+            (r.timeout > 0, "--live-timeout must be > 0"),
+        ]
     for ok, text in checks:
         if not ok:
             raise ValueError(text)
