@@ -70,6 +70,8 @@ class HubCollector(Collector):
              history.ticks if history else 0),
             ("marketstream_history_reads", "History round trips of recovery (shared by requests)",
              history.reads if history else 0),
+            ("marketstream_recoveries_from_memory", "Symbols recovered from ticks kept since an earlier read",
+             history.from_memory if history else 0),
         ):  # fmt: skip
             yield CounterMetricFamily(name, text, value=value)
 

@@ -63,7 +63,7 @@ class Hub:
         self.inbound = Inbound(store, self._deliver, self._reset, self.losses, self.stats)
         self.history = HistoryReads(store, self.limits.max_recovery)
         self.subscriptions = Subscriptions(
-            store, transport, self.fanout, self.throttle, self.history, self.losses, clock, self.inbound.forget
+            store, transport, self.fanout, self.throttle, self.history, self.losses, clock, self._left
         )
         self.membership = self.subscriptions.membership
         self.connections: set[Connection] = set()
@@ -135,8 +135,15 @@ class Hub:
         """Hand one tick to every local subscriber of its symbol."""
         self.fanout.deliver(tick)
         self.throttle.offer(tick)
+        if self.history.recent:  # a recovery is going on: keep the tick for the next ones
+            self.history.saw(tick)
+
+    def _left(self, symbol: str) -> None:
+        self.inbound.forget(symbol)
+        self.history.forget(symbol)
 
     def _reset(self, symbol: str, epoch: str) -> None:
+        self.history.forget(symbol)
         self.throttle.reset(symbol)
         for conn in self.fanout.routes.get(symbol, set()) | self.throttle.subscribers(symbol):
             conn.reset(symbol, epoch)

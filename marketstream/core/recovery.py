@@ -1,15 +1,21 @@
 """Recovery: what a reconnecting client missed, from history, read once per symbol.
 
 `HistoryReads.tail` reads the recent history of a symbol for every connection that asks
-for it at about the same moment (within `window` seconds): a reconnect storm costs one
-store round trip per window for all symbols, not one read per client per symbol. A read
-starts only after every request in it was made, so each requester's live ticks (routed
-before it asked) meet the history it gets without a gap.
+for it at about the same moment (within `window` seconds), in one store round trip for
+all symbols. A read starts only after every request in it was made, so each
+requester's live ticks (routed before it asked) meet the history it gets without a gap.
+
+After a read, the hub keeps the symbol's ticks from there on (`Recent`: the history
+read, then every tick it delivers) while recoveries keep coming, so the rest of a
+reconnect storm is served from memory: one store read per symbol, not one per client.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from marketstream.core.store import History, Store
@@ -17,6 +23,7 @@ from marketstream.core.tick import EncodedTick
 
 WINDOW = 0.002  # seconds a history read waits for more requests to share it
 READ_TIMEOUT = 5.0
+KEEP = 30.0  # seconds a symbol's recent ticks are kept after the last recovery that used them
 
 
 def missed(history: History, since: int, epoch: str | None, max_recovery: int) -> list[EncodedTick] | None:
@@ -45,24 +52,84 @@ class RecoveryStats:
     served: int = 0  # symbols recovered
     refused: int = 0  # symbols answered `recovered: false`
     ticks: int = 0  # ticks delivered from history
+    from_memory: int = 0  # symbols recovered from the ticks kept since an earlier read
+
+
+class Recent:
+    """A symbol's ticks from a history read on, kept up to date with every tick the hub
+    delivers: seq-contiguous, as the hub delivers gap-free (or records the loss)."""
+
+    __slots__ = ("epoch", "first_seq", "last_seq", "ready", "ticks", "used")
+
+    def __init__(self, limit: int, used: float) -> None:
+        self.ticks: collections.deque[EncodedTick] = collections.deque(maxlen=max(1, limit))
+        self.epoch = ""
+        self.first_seq = 0  # the oldest seq the store's history held at the read
+        self.last_seq = 0  # the symbol's seq at the read
+        self.ready = False  # False until the read it starts from has answered
+        self.used = used
+
+    def seed(self, history: History) -> None:
+        """The read answered: its ticks, then the live ones delivered meanwhile."""
+        live = [t for t in self.ticks if t.seq > history.last_seq]
+        self.ticks.clear()
+        self.ticks.extend(history.ticks)
+        self.ticks.extend(live)
+        self.epoch = history.epoch
+        self.first_seq = history.first_seq
+        self.last_seq = history.last_seq
+        self.ready = True
+
+    def covers(self, after: int) -> bool:
+        if not self.ready:
+            return False
+        ticks = self.ticks
+        return not ticks or ticks[0].seq <= after + 1 or after >= ticks[-1].seq
+
+    def since(self, after: int) -> History:
+        """What a client that holds `after` missed, as a read would answer it now."""
+        last = max(self.ticks[-1].seq, self.last_seq) if self.ticks else self.last_seq
+        return History(self.epoch, self.first_seq, last, [t for t in self.ticks if t.seq > after])
 
 
 class HistoryReads:
     """Shared reads of what recovering connections missed: per symbol, the last `limit`
     ticks after the lowest `since` of the requests that share the read."""
 
-    def __init__(self, store: Store, limit: int, window: float = WINDOW) -> None:
+    def __init__(
+        self, store: Store, limit: int, window: float = WINDOW, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self.store = store
         self.limit = limit
         self.window = window
+        self.clock = clock
         self.stats = RecoveryStats()
+        self.recent: dict[str, Recent] = {}  # symbols being recovered: their ticks since a read
         self._next: dict[str, asyncio.Future[History]] = {}  # the read that has not started yet
         self._after: dict[str, int] = {}  # its lowest `since` per symbol
         self._reading: set[asyncio.Task[None]] = set()
 
+    def saw(self, tick: EncodedTick) -> None:
+        """The hub delivered `tick`: keep it if its symbol is being recovered."""
+        recent = self.recent.get(tick.symbol)
+        if recent is not None:
+            recent.ticks.append(tick)
+
+    def forget(self, symbol: str) -> None:
+        """The hub left `symbol`, or its epoch changed: its kept ticks are no use."""
+        self.recent.pop(symbol, None)
+
     async def tail(self, symbol: str, after: int) -> History:
         """The symbol's last `limit` ticks after `after` (or after a lower seq that another
-        request of the same read holds), read after this call was made."""
+        request of the same read holds), as of after this call was made: from the ticks
+        kept since an earlier read when they reach back far enough, else read."""
+        now = self.clock()
+        recent = self.recent.get(symbol)
+        if recent is not None and recent.covers(after):
+            recent.used = now
+            self.stats.from_memory += 1
+            return recent.since(after)
+        self._expire(now)
         future = self._next.get(symbol)
         if future is None:
             loop = asyncio.get_running_loop()
@@ -79,9 +146,16 @@ class HistoryReads:
         for task in self._reading:
             task.cancel()
 
+    def _expire(self, now: float) -> None:
+        for symbol in [s for s, r in self.recent.items() if r.ready and now - r.used > KEEP]:
+            del self.recent[symbol]
+
     def _start(self) -> None:
         batch, self._next = self._next, {}
         after, self._after = self._after, {}
+        now = self.clock()
+        for symbol in batch:  # from now on, keep what the hub delivers: the read is older
+            self.recent[symbol] = Recent(self.limit, now)
         if batch:
             task = asyncio.get_running_loop().create_task(self._read(batch, after))
             self._reading.add(task)
@@ -92,6 +166,8 @@ class HistoryReads:
         try:
             found = await asyncio.wait_for(self.store.tails(after, self.limit), READ_TIMEOUT)
         except BaseException as exc:
+            for symbol in batch:
+                self.recent.pop(symbol, None)
             for future in batch.values():
                 if not future.done():
                     future.set_exception(exc if isinstance(exc, Exception) else ConnectionError("cancelled"))
@@ -99,8 +175,12 @@ class HistoryReads:
                 raise
             return
         for symbol, future in batch.items():
+            history = found.get(symbol, History())
+            recent = self.recent.get(symbol)
+            if recent is not None and not recent.ready:
+                recent.seed(history)
             if not future.done():
-                future.set_result(found.get(symbol, History()))
+                future.set_result(history)
 
 
 def _retrieve(future: asyncio.Future[History]) -> None:

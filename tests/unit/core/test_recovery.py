@@ -10,7 +10,7 @@ from collections.abc import Mapping
 import pytest
 
 from marketstream.core import recovery as recovery_module
-from marketstream.core.recovery import HistoryReads, missed
+from marketstream.core.recovery import KEEP, HistoryReads, missed
 from marketstream.core.store import History, MemoryStore
 from marketstream.core.tick import EncodedTick
 from tests.unit.core.fakes import draft, tick
@@ -142,13 +142,34 @@ async def test_a_read_waits_for_the_window_so_it_sees_what_came_meanwhile(store:
     assert (await task).last_seq == 6
 
 
-async def test_a_read_started_later_is_a_separate_read(store: CountingStore) -> None:
+async def test_a_later_request_is_served_from_the_ticks_kept_since_the_read(store: CountingStore) -> None:
     reads = HistoryReads(store, 10, WINDOW)
-    await reads.tail("A", 0)
-    await store.append([draft("A")])
-    again = await reads.tail("A", 0)
-    assert store.calls == [["A"], ["A"]] and reads.stats.reads == 2
-    assert again.last_seq == 6, "not the earlier result"
+    await reads.tail("A", 2)
+    for kept in await store.append([draft("A")]):
+        reads.saw(kept)  # the hub delivered it
+    again = await reads.tail("A", 3)
+    assert store.calls == [["A"]] and reads.stats.reads == 1 and reads.stats.from_memory == 1
+    assert [t.seq for t in again.ticks] == [4, 5, 6] and again.last_seq == 6 and again.first_seq == 1
+
+
+async def test_a_request_from_further_back_than_what_is_kept_reads_again(store: CountingStore) -> None:
+    reads = HistoryReads(store, 10, WINDOW)
+    await reads.tail("A", 4)
+    earlier = await reads.tail("A", 1)
+    assert store.afters == [{"A": 4}, {"A": 1}], "a second read, from further back"
+    assert [t.seq for t in earlier.ticks] == [2, 3, 4, 5]
+
+
+async def test_kept_ticks_expire_and_are_forgotten(store: CountingStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    now = [100.0]
+    reads = HistoryReads(store, 10, WINDOW, clock=lambda: now[0])
+    await reads.tail("A", 2)
+    assert "A" in reads.recent
+    now[0] += KEEP + 1
+    await reads.tail("B", 0)  # a read of another symbol sweeps what nobody used for KEEP seconds
+    assert "A" not in reads.recent and "B" in reads.recent
+    reads.forget("B")
+    assert reads.recent == {}
 
 
 async def test_a_request_made_while_a_read_is_in_flight_waits_for_the_next_read(store: CountingStore) -> None:
