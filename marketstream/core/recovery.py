@@ -154,20 +154,23 @@ class HistoryReads:
         batch, self._next = self._next, {}
         after, self._after = self._after, {}
         now = self.clock()
-        for symbol in batch:  # from now on, keep what the hub delivers: the read is older
-            self.recent[symbol] = Recent(self.limit, now)
+        kept = {symbol: Recent(self.limit, now) for symbol in batch}
+        self.recent.update(kept)  # from now on, keep what the hub delivers: the read is older
         if batch:
-            task = asyncio.get_running_loop().create_task(self._read(batch, after))
+            task = asyncio.get_running_loop().create_task(self._read(batch, after, kept))
             self._reading.add(task)
             task.add_done_callback(self._reading.discard)
 
-    async def _read(self, batch: dict[str, asyncio.Future[History]], after: dict[str, int]) -> None:
+    async def _read(
+        self, batch: dict[str, asyncio.Future[History]], after: dict[str, int], kept: dict[str, Recent]
+    ) -> None:
         self.stats.reads += 1
         try:
             found = await asyncio.wait_for(self.store.tails(after, self.limit), READ_TIMEOUT)
         except BaseException as exc:
-            for symbol in batch:
-                self.recent.pop(symbol, None)
+            for symbol, recent in kept.items():
+                if self.recent.get(symbol) is recent:
+                    del self.recent[symbol]
             for future in batch.values():
                 if not future.done():
                     future.set_exception(exc if isinstance(exc, Exception) else ConnectionError("cancelled"))
@@ -176,8 +179,8 @@ class HistoryReads:
             return
         for symbol, future in batch.items():
             history = found.get(symbol, History())
-            recent = self.recent.get(symbol)
-            if recent is not None and not recent.ready:
+            recent = kept[symbol]
+            if self.recent.get(symbol) is recent:  # not replaced by a later read's (which has its own)
                 recent.seed(history)
             if not future.done():
                 future.set_result(history)

@@ -251,3 +251,27 @@ async def test_a_shared_read_goes_back_only_to_the_lowest_since(store: CountingS
     assert store.afters == [{"A": 3}], "one read, from the lowest since"
     assert low is high and [t.seq for t in low.ticks] == [4, 5], "only what the requesters missed"
     assert (low.first_seq, low.last_seq) == (1, 5)
+
+
+async def test_a_later_read_does_not_keep_an_earlier_reads_ticks_with_a_hole(store: CountingStore) -> None:
+    """Read 1 is in flight when a request from further back starts read 2. Read 1 must not
+    seed the ticks kept for read 2 (which misses what read 1's own keeping saw): a request
+    served from memory afterwards gets every seq, without a hole."""
+    store.gate = asyncio.Event()
+    reads = HistoryReads(store, 100, WINDOW)
+    first = asyncio.create_task(reads.tail("A", 4))
+    await store.called.wait()
+    for kept in await store.append([draft("A")]):  # seq 6, delivered while read 1 waits
+        reads.saw(kept)
+    second = asyncio.create_task(reads.tail("A", 1))  # not covered: read 2
+    for _ in range(100):  # until read 2 has started
+        if len(store.calls) == 2:
+            break
+        await asyncio.sleep(WINDOW)
+    for kept in await store.append([draft("A")]):  # seq 7, delivered while both wait
+        reads.saw(kept)
+    store.gate.set()
+    await asyncio.gather(first, second)
+    later = await reads.tail("A", 1)
+    assert [t.seq for t in later.ticks] == [2, 3, 4, 5, 6, 7], "every seq after since, no hole"
+    assert reads.stats.reads == 2
