@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 
-from feeds.simulated import Quote
+from feeds.simulated import Quote, TimedQuote
 from marketstream.core.store import Store
 from marketstream.core.tick import Draft, EncodedTick, now_ns
 from marketstream.core.transport import TickTransport
@@ -30,15 +30,27 @@ class Publisher:
         """Register `symbols` in the catalog."""
         await self.store.register(symbols)
 
-    def stamp(self, quotes: Sequence[Quote]) -> list[Draft]:
-        """Quotes as drafts stamped with `ts`, each encoded once."""
+    def stamp(self, quotes: Sequence[Quote | TimedQuote]) -> list[Draft]:
+        """Quotes as drafts stamped with `ts`, each encoded once. A quote that carries
+        its source's own time keeps it as `src_ts` (PROTOCOL.md)."""
         ts = now_ns()
-        return [
-            Draft.encode({"symbol": symbol, "ts": ts, "price": price, "size": size, "bid": bid, "ask": ask})
-            for symbol, price, size, bid, ask in quotes
-        ]
+        drafts = []
+        for quote in quotes:
+            symbol, price, size, bid, ask = quote[:5]
+            fields: dict[str, object] = {
+                "symbol": symbol,
+                "ts": ts,
+                "price": price,
+                "size": size,
+                "bid": bid,
+                "ask": ask,
+            }
+            if len(quote) > 5:
+                fields["src_ts"] = int(quote[5])
+            drafts.append(Draft.encode(fields))
+        return drafts
 
-    async def publish(self, quotes: Sequence[Quote]) -> list[EncodedTick]:
+    async def publish(self, quotes: Sequence[Quote | TimedQuote]) -> list[EncodedTick]:
         """Publish a batch of quotes as ticks; returns them with their seq and epoch."""
         drafts = self.stamp(quotes)
         return await self.transport.publish(drafts) if drafts else []

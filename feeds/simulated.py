@@ -12,6 +12,8 @@ from collections.abc import Sequence
 from feeds.universe import Instrument
 
 Quote = tuple[str, float, float, float, float]  # symbol, price, size, bid, ask
+# a quote from a source with a clock of its own (replay, ingest): ... and the source's time, int ns
+TimedQuote = tuple[str, float, float, float, float, int]
 
 _TRADING_SECONDS = 6.5 * 3600
 

@@ -191,3 +191,19 @@ async def test_a_failed_publish_raises(store: MemoryStore, transport: FakeTransp
     with pytest.raises(ConnectionError):
         await publisher.publish([quote("A")])
     assert store.last == {}
+
+
+async def test_a_quote_with_its_sources_time_keeps_it_as_src_ts() -> None:
+    store = MemoryStore()
+    publisher = Publisher(store, FakeTransport(store))
+    await publisher.prepare(["AAPL"])
+    (timed, plain) = await publisher.publish(
+        [("AAPL", 1.0, 2.0, 0.9, 1.1, 1_700_000_000_123_456_789), ("AAPL", 1.0, 2.0, 0.9, 1.1)]
+    )
+    assert (
+        timed.decode()["src_ts"] == 1_700_000_000_123_456_789
+        and orjson.loads(timed.json)["src_ts"] == 1_700_000_000_123_456_789
+    )
+    assert "src_ts" not in plain.decode()
+    history = await store.history("AAPL", None, 10)
+    assert history.ticks[0].decode()["src_ts"] == 1_700_000_000_123_456_789, "kept through history"
