@@ -1,4 +1,4 @@
-"""The Redis store: snapshots and catalog shared by every hub and feed with one prefix.
+"""The Redis store: seq authority, snapshots, history and catalog, shared by every hub and feed with one prefix.
 
 Redis layout under the key prefix P (``MARKETSTREAM_PREFIX``):
 
