@@ -90,9 +90,12 @@ class EncodedTick:
 
     Immutable by convention; shared by every outbox that holds it. `conflated` is the
     count carried in the bytes (0: none); such a variant comes from `with_conflated`.
+    No tick refers back to itself or to a tick that refers to it: ticks are freed by
+    reference counting the moment the last outbox lets go (a cycle per tick would leave
+    them all to the cyclic garbage collector, which costs the tick path CPU and memory).
     """
 
-    __slots__ = ("_variant", "base", "conflated", "epoch", "json", "msgpack", "seq", "symbol")
+    __slots__ = ("_plain", "_variant", "conflated", "epoch", "json", "msgpack", "seq", "symbol")
 
     def __init__(
         self,
@@ -102,7 +105,7 @@ class EncodedTick:
         json: bytes,
         epoch: str = "",
         conflated: int = 0,
-        base: EncodedTick | None = None,
+        plain: tuple[bytes, bytes] | None = None,
     ) -> None:
         self.symbol = symbol
         self.seq = seq
@@ -110,7 +113,7 @@ class EncodedTick:
         self.json = json
         self.epoch = epoch
         self.conflated = conflated
-        self.base: EncodedTick = base if base is not None else self  # the tick without `conflated`
+        self._plain = plain  # a variant's bytes without `conflated`
         self._variant: EncodedTick | None = None  # the last variant made: shared by its subscribers
 
     @classmethod
@@ -124,22 +127,32 @@ class EncodedTick:
             epoch,
         )
 
+    @property
+    def base(self) -> EncodedTick:
+        """The tick without `conflated` (itself when it carries none)."""
+        plain = self._plain
+        if plain is None:
+            return self
+        return EncodedTick(self.symbol, self.seq, plain[0], plain[1], self.epoch)
+
     def with_conflated(self, n: int) -> EncodedTick:
-        """This tick carrying `conflated: n` (n > 0), made from the base tick once per count
-        in a row, so that the subscribers of one throttle bucket share one encoding."""
-        base = self.base
+        """This tick carrying `conflated: n` (n > 0; 0 gives the base tick), made once per
+        count in a row from a base tick, so that the subscribers of one throttle bucket
+        share one encoding."""
+        if self._plain is not None:
+            return self.base.with_conflated(n)
         if n <= 0:
-            return base
-        variant = base._variant
+            return self
+        variant = self._variant
         if variant is None or variant.conflated != n:
-            variant = base._variant = EncodedTick(
-                base.symbol,
-                base.seq,
-                _grow_map(base.msgpack) + _CONFLATED_KEY + msgpack.packb(n),
-                base.json[:-1] + b',"conflated":%d}' % n,
-                base.epoch,
+            variant = self._variant = EncodedTick(
+                self.symbol,
+                self.seq,
+                _grow_map(self.msgpack) + _CONFLATED_KEY + msgpack.packb(n),
+                self.json[:-1] + b',"conflated":%d}' % n,
+                self.epoch,
                 n,
-                base,
+                (self.msgpack, self.json),
             )
         return variant
 
