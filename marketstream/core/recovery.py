@@ -81,10 +81,13 @@ class Recent:
         self.ready = True
 
     def covers(self, after: int) -> bool:
+        """Whether the kept ticks hold everything after `after` (as far as `limit` goes)."""
         if not self.ready:
             return False
         ticks = self.ticks
-        return not ticks or ticks[0].seq <= after + 1 or after >= ticks[-1].seq
+        if not ticks:
+            return after >= self.last_seq
+        return ticks[0].seq <= after + 1 or after >= ticks[-1].seq
 
     def since(self, after: int) -> History:
         """What a client that holds `after` missed, as a read would answer it now."""

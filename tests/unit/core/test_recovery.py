@@ -275,3 +275,12 @@ async def test_a_later_read_does_not_keep_an_earlier_reads_ticks_with_a_hole(sto
     later = await reads.tail("A", 1)
     assert [t.seq for t in later.ticks] == [2, 3, 4, 5, 6, 7], "every seq after since, no hole"
     assert reads.stats.reads == 2
+
+
+async def test_nothing_kept_does_not_cover_a_request_from_further_back(store: CountingStore) -> None:
+    reads = HistoryReads(store, 10, WINDOW)
+    nothing = await reads.tail("A", 5)  # the client holds the last seq: nothing after it
+    assert nothing.ticks == [] and nothing.last_seq == 5
+    behind = await reads.tail("A", 2)
+    assert [t.seq for t in behind.ticks] == [3, 4, 5] and len(store.calls) == 2, "read, not the empty memory"
+    assert (await reads.tail("A", 5)).ticks == []
