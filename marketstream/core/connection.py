@@ -7,7 +7,7 @@ one at a time, in outbox order, so a request's reply always precedes the frames 
 the request causes. `drain` runs in the hub's flush when the socket takes data at once,
 else in a writer task that exists only while the connection has a backlog.
 
-The edge reads `codec`, `limits`, `session`, `closed` and the counters, and calls
+The edge reads `codec`, `limits`, `entitlement`, `session`, `closed` and the counters, and calls
 `reply` and `close`; everything else is written by the core only (hub, fanout, throttle).
 """
 
@@ -21,6 +21,7 @@ from collections.abc import Awaitable, Callable, Iterator
 
 from marketstream.core.closes import Close
 from marketstream.core.codec import Codec
+from marketstream.core.entitlements import Entitlement
 from marketstream.core.limits import Limits
 from marketstream.core.losses import Losses
 from marketstream.core.outbox import Outbox
@@ -32,6 +33,7 @@ Send = Callable[[bytes], Awaitable[None]]
 Closer = Callable[[Close, str], None]
 
 MAX_CONTROLS = 256  # unsent replies a connection may have before it counts as not reading
+EVERYTHING = Entitlement.everything()
 
 
 def _never() -> bool:
@@ -57,6 +59,7 @@ class Connection:
         "close_code",
         "codec",
         "dirty",
+        "entitlement",
         "frames",
         "limits",
         "outbox",
@@ -78,9 +81,11 @@ class Connection:
         clock: Callable[[], float] = time.monotonic,
         stats: Stats | None = None,
         losses: Losses | None = None,
+        entitlement: Entitlement | None = None,
     ) -> None:
         self.codec = codec
         self.limits = limits
+        self.entitlement = entitlement or EVERYTHING  # the symbols this connection may subscribe to
         self.session = session
         self.outbox = Outbox(limits.max_pending, losses)
         self.subscriptions: dict[str, int] = {}

@@ -21,6 +21,7 @@ from collections.abc import Callable
 from marketstream.core.closes import Close
 from marketstream.core.codec import Codec
 from marketstream.core.connection import Closer, Connection, Send
+from marketstream.core.entitlements import Entitlement
 from marketstream.core.fanout import Fanout
 from marketstream.core.inbound import Inbound
 from marketstream.core.limits import Limits
@@ -158,14 +159,19 @@ class Hub:
         writable: Callable[[], bool] | None = None,
         session: str = "",
         limits: Limits | None = None,
+        entitlement: Entitlement | None = None,
     ) -> Connection:
         """A new connection of this hub, with its `welcome` queued and being sent.
 
         `send` writes one frame; `closer(code, reason)` closes the WebSocket (called
         once, from `Connection.close`); `writable()` says whether a send would not wait.
+        `limits` and `entitlement` are the connection's own (a key's); by default the
+        hub's limits and every symbol.
         """
         limits = limits or self.limits
-        conn = Connection(codec, send, limits, session, closer, writable, self.clock, self.stats, self.losses)
+        conn = Connection(
+            codec, send, limits, session, closer, writable, self.clock, self.stats, self.losses, entitlement
+        )
         self.connections.add(conn)
         conn.reply(
             {

@@ -56,8 +56,9 @@ class Subscriptions:
         self.membership = Membership(transport, self.routed, left)
 
     async def subscribe(self, conn: Connection, request: Request) -> None:
-        """Subscribe `conn` to the request's symbols that are in the catalog, within its
-        limits, at the request's effective throttle (replacing an earlier one).
+        """Subscribe `conn` to the request's symbols that are in the catalog, that it is
+        entitled to, within its limits, at the request's effective throttle (replacing an
+        earlier one).
 
         Queues the ack (with each symbol's epoch, and `recovered` for `since`), then for
         the new symbols their recovered ticks, or with `snapshot` (or a refused
@@ -68,9 +69,12 @@ class Subscriptions:
         known = await asyncio.wait_for(self.store.known(wanted), STORE_TIMEOUT)
         room = conn.limits.max_subscriptions - len(conn.subscriptions)
         accepted: list[str] = []
+        allows = conn.entitlement.allows
         for symbol, ok in zip(wanted, known, strict=True):
             if not ok:
                 rejected[symbol] = "unknown_symbol"
+            elif not allows(symbol):
+                rejected[symbol] = "forbidden"
             elif symbol in conn.subscriptions:
                 accepted.append(symbol)
             elif room > 0:

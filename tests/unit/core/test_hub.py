@@ -15,6 +15,7 @@ from marketstream.core import hub as hub_module
 from marketstream.core import subscriptions as subscriptions_module
 from marketstream.core.closes import Close
 from marketstream.core.codec import CODEC
+from marketstream.core.entitlements import Entitlement
 from marketstream.core.hub import PROTOCOL_VERSION, Hub
 from marketstream.core.limits import Limits
 from marketstream.core.requests import Request, parse
@@ -34,9 +35,17 @@ def t(symbol: str, seq: int) -> EncodedTick:
 class Client:
     """A connection of the hub and the peer at its other end."""
 
-    def __init__(self, hub: Hub, writable: bool = False, limits: Limits | None = None, session: str = "") -> None:
+    def __init__(
+        self,
+        hub: Hub,
+        writable: bool = False,
+        limits: Limits | None = None,
+        session: str = "",
+        entitlement: Entitlement | None = None,
+    ) -> None:
         self.peer = Peer(writable)
-        self.conn = hub.connect(CODEC["msgpack"], self.peer.send, self.peer.closer, self.peer.writable, session, limits)
+        peer = self.peer
+        self.conn = hub.connect(CODEC["msgpack"], peer.send, peer.closer, peer.writable, session, limits, entitlement)
 
     def pending(self) -> list[tuple[str, int]]:
         """(symbol, seq) of every tick delivered since the last call: sent, or still in the outbox."""
@@ -344,6 +353,20 @@ async def test_limit_exceeded_past_max_subscriptions() -> None:
     )
     assert a.conn.subscriptions == {"AAPL": T, "MSFT": 0}
     await r.hub.stop()
+
+
+async def test_a_symbol_the_connection_is_not_entitled_to_is_forbidden(rig: Rig) -> None:
+    a = rig.client()
+    a.conn.entitlement = Entitlement.parse("AAPL,EUR/*")
+    await rig.subscribe(a, ["AAPL", "MSFT", "EUR/USD", "NOPE"])
+    await settle()
+    (ack,) = [r for r in a.replies() if r["type"] == "ack"]
+    assert ack["symbols"] == ["AAPL", "EUR/USD"]
+    assert ack["rejected"] == {"MSFT": "forbidden", "NOPE": "unknown_symbol"}, "unknown before forbidden"
+    assert set(a.conn.subscriptions) == {"AAPL", "EUR/USD"} and "MSFT" not in rig.transport.joins
+    other = Client(rig.hub, entitlement=Entitlement.parse("IBM"))
+    assert other.conn.entitlement.patterns == ("IBM",), "hub.connect takes the connection's entitlement"
+    assert rig.client().conn.entitlement.allows("ANY"), "by default every symbol"
 
 
 async def test_the_limits_of_the_connection_decide_not_the_hubs(rig: Rig) -> None:
