@@ -9,6 +9,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+import dj_database_url
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 
@@ -36,14 +38,24 @@ ALLOWED_HOSTS = [
 ]
 
 INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
     "django.contrib.staticfiles",
     "channels",
     "feeds",
     "consumers",
 ]
+# sessions, auth and messages are lazy: a request that does not use them (the API, /healthz) pays nothing
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
 ]
 ROOT_URLCONF = "marketstream.urls"
 ASGI_APPLICATION = "marketstream.asgi.application"
@@ -51,11 +63,26 @@ TEMPLATES = [
     {
         "BACKEND": "django.template.backends.django.DjangoTemplates",
         "DIRS": [BASE_DIR / "marketstream" / "templates"],
-        "APP_DIRS": False,
-        "OPTIONS": {"context_processors": []},
+        "APP_DIRS": True,  # the admin's templates
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ]
+        },
     }
 ]
-DATABASES: dict[str, dict[str, str]] = {}
+
+# Keys (consumers.models.ApiKey) and admin users live in the database: PostgreSQL (or any
+# database Django supports) from DATABASE_URL, else a SQLite file in the data directory.
+DATA_DIR = Path(os.environ.get("MARKETSTREAM_DATA_DIR") or BASE_DIR / "data")
+DATABASE_URL = os.environ.get("DATABASE_URL", "").strip()
+if DATABASE_URL:
+    DATABASES: dict[str, Any] = {"default": dj_database_url.parse(DATABASE_URL)}
+else:
+    DATA_DIR.mkdir(parents=True, exist_ok=True)
+    DATABASES = {"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": DATA_DIR / "marketstream.sqlite3"}}
 STATIC_URL = "static/"
 USE_TZ = True
 TIME_ZONE = "UTC"
@@ -94,6 +121,8 @@ MARKETSTREAM: dict[str, Any] = {
     "MAX_RECOVERY": env_int("MARKETSTREAM_MAX_RECOVERY", 2000),
     # the simulated feed that runs inside the server on the embedded default
     "EMBEDDED_FEED_RATE": env_float("MARKETSTREAM_EMBEDDED_FEED_RATE", 40.0),
+    # the Django admin (keys, users) at /admin/: off by default, `make run` turns it on
+    "ADMIN": env_bool("MARKETSTREAM_ADMIN", False),
 }
 
 _redis_host = {

@@ -1,11 +1,25 @@
-from django.urls import path
+from django.conf import settings
+from django.contrib import admin
+from django.contrib.staticfiles.views import serve
+from django.urls import URLPattern, URLResolver, path, re_path
 
 from marketstream import views
 
-urlpatterns = [
-    path("", views.index, name="index"),
-    path("api/v1/symbols", views.symbols, name="symbols"),
-    path("api/v1/history", views.history, name="history"),
-    path("healthz", views.healthz, name="healthz"),
-    path("metrics", views.metrics_view, name="metrics"),
-]
+
+def patterns(with_admin: bool) -> list[URLPattern | URLResolver]:
+    """The routes; the Django admin only `with_admin` (MARKETSTREAM_ADMIN): it is not public by default."""
+    routes: list[URLPattern | URLResolver] = [
+        path("", views.index, name="index"),
+        path("api/v1/symbols", views.symbols, name="symbols"),
+        path("api/v1/history", views.history, name="history"),
+        path("healthz", views.healthz, name="healthz"),
+        path("metrics", views.metrics_view, name="metrics"),
+    ]
+    if with_admin:
+        routes.append(path("admin/", admin.site.urls))
+        # the admin's CSS and scripts (uvicorn serves no static files; a local admin needs no CDN)
+        routes.append(re_path(r"^static/(?P<path>.*)$", serve, {"insecure": True}))
+    return routes
+
+
+urlpatterns = patterns(settings.MARKETSTREAM["ADMIN"])
