@@ -1,0 +1,22 @@
+"""`manage.py revokekey NAME`: disable a key (it stays listed; the admin can enable it again)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from consumers.models import ApiKey
+
+
+class Command(BaseCommand):
+    help = "Revoke (disable) the API key named NAME: it is refused from the next handshake on."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("name", help="the key's name (listkeys shows them)")
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        name: str = options["name"]
+        if not ApiKey.objects.filter(name=name).update(disabled=True):
+            raise CommandError(f"no key named {name!r} (listkeys shows the keys)")
+        self.stderr.write(f"revoked key {name!r}")
