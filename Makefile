@@ -37,9 +37,10 @@ install-dev: $(VENV)/.installed-dev
 ## The load-test tools (locust, websocket-client, websockets, psutil) into .venv
 install-load: $(VENV)/.installed-load
 
-## Serve the hub with a simulated feed on the embedded default: http://127.0.0.1:$(PORT)
+## Serve the hub with a simulated feed on the embedded default: http://127.0.0.1:$(PORT) (admin at /admin/)
 run: install
-	$(PY) -m marketstream.serve --host 127.0.0.1 --port $(PORT)
+	$(PY) manage.py migrate --noinput
+	MARKETSTREAM_ADMIN=true $(PY) -m marketstream.serve --host 127.0.0.1 --port $(PORT)
 
 ## Lint, type-check and run the whole suite against the Redis on 127.0.0.1:6379 (and Chromium)
 test: install-dev $(CHROMIUM)
