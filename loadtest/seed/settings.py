@@ -15,6 +15,8 @@ from marketstream.settings import MARKETSTREAM, REDIS_URL
 ROOT_URLCONF = "loadtest.seed.urls"
 ASGI_APPLICATION = "loadtest.seed.asgi.application"
 INSTALLED_APPS = ["channels", "feeds"]  # feeds: `manage.py runfeed` for the baseline's feed
+# none of the product's session, auth and admin machinery: their apps are not installed here
+MIDDLEWARE = ["django.middleware.security.SecurityMiddleware", "django.middleware.common.CommonMiddleware"]
 
 # The baseline has no embedded default: without REDIS_URL its lifespan refuses to start.
 # (No error at import: `locust -f loadtest` imports every module under loadtest/.)
