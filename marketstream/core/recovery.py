@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import itertools
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -115,8 +116,8 @@ class HistoryReads:
     def saw(self, tick: EncodedTick) -> None:
         """The hub delivered `tick`: keep it if its symbol is being recovered."""
         recent = self.recent.get(tick.symbol)
-        if recent is not None:
-            recent.ticks.append(tick)
+        if recent is not None and (not recent.ticks or tick.seq > recent.ticks[-1].seq):
+            recent.ticks.append(tick)  # in seq order: a gap fill's ticks already read are not kept twice
 
     def forget(self, symbol: str) -> None:
         """The hub left `symbol`, or its epoch changed: its kept ticks are no use."""
@@ -129,9 +130,12 @@ class HistoryReads:
         now = self.clock()
         recent = self.recent.get(symbol)
         if recent is not None and recent.covers(after):
-            recent.used = now
-            self.stats.from_memory += 1
-            return recent.since(after)
+            found = recent.since(after)
+            if _contiguous(found, after):
+                recent.used = now
+                self.stats.from_memory += 1
+                return found
+            del self.recent[symbol]  # a hole in what was kept: read history instead
         self._expire(now)
         future = self._next.get(symbol)
         if future is None:
@@ -187,6 +191,18 @@ class HistoryReads:
                 recent.seed(history)
             if not future.done():
                 future.set_result(history)
+
+
+def _contiguous(history: History, after: int) -> bool:
+    """Whether `history` holds every seq from `after` + 1 to its last seq."""
+    ticks = history.ticks
+    if not ticks:
+        return history.last_seq <= after
+    return (
+        ticks[0].seq == after + 1
+        and ticks[-1].seq == history.last_seq
+        and all(b.seq == a.seq + 1 for a, b in itertools.pairwise(ticks))
+    )
 
 
 def _retrieve(future: asyncio.Future[History]) -> None:
