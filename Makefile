@@ -37,10 +37,11 @@ install-dev: $(VENV)/.installed-dev
 ## The load-test tools (locust, websocket-client, websockets, psutil) into .venv
 install-load: $(VENV)/.installed-load
 
-## Serve the hub with a simulated feed on the embedded default: http://127.0.0.1:$(PORT) (admin at /admin/)
+## Serve the hub with a simulated feed on the embedded default: http://127.0.0.1:$(PORT) (admin at /admin/;
+## anonymous access on, for trying it out)
 run: install
 	$(PY) manage.py migrate --noinput
-	MARKETSTREAM_ADMIN=true $(PY) -m marketstream.serve --host 127.0.0.1 --port $(PORT)
+	MARKETSTREAM_ADMIN=true MARKETSTREAM_ANONYMOUS=true $(PY) -m marketstream.serve --host 127.0.0.1 --port $(PORT)
 
 ## Lint, type-check and run the whole suite against the Redis on 127.0.0.1:6379 (and Chromium)
 test: install-dev $(CHROMIUM)

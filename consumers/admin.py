@@ -8,7 +8,8 @@ from django.contrib import admin, messages
 from django.forms import ModelForm
 from django.http import HttpRequest
 
-from consumers.models import ApiKey
+from consumers.models import ApiKey, UserGrant
+from consumers.signals import announce
 
 
 @admin.register(ApiKey)
@@ -40,4 +41,21 @@ class ApiKeyAdmin(admin.ModelAdmin):
     @admin.action(description="Revoke (disable) the selected keys")
     def revoke(self, request: HttpRequest, queryset: Any) -> None:
         count = queryset.update(disabled=True)
+        announce(f"{count} key(s) revoked in the admin")
         messages.success(request, f"Revoked {count} key(s).")
+
+
+@admin.register(UserGrant)
+class UserGrantAdmin(admin.ModelAdmin):
+    """What a user logged in with a Django session may see (superusers without one: everything)."""
+
+    list_display = ("user", "symbols", "max_connections", "publish")
+    search_fields = ("user__username",)
+    autocomplete_fields = ("user",)
+    fieldsets = (
+        (None, {"fields": ("user", "symbols", "publish")}),
+        (
+            "Limits (empty: the global default)",
+            {"fields": ("max_subscriptions", "min_throttle_ms", "max_requests_per_s", "max_connections")},
+        ),
+    )

@@ -21,6 +21,8 @@ from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
+from consumers.gate import Credentials, Denied, Gate
+from consumers.grants import Grant
 from marketstream.core.closes import Close
 from marketstream.core.codec import CODEC, CODECS, SUBPROTOCOLS, BadFrame, CodecName, decode_request
 from marketstream.core.connection import Connection
@@ -54,9 +56,11 @@ class StreamConsumer(AsyncWebsocketConsumer):
     channel_layer_alias = "__no_layer__"
 
     hub: Hub
+    gate: Gate
     conn: Connection | None = None
     _gone: asyncio.Future[None] | None = None  # made by a close that waits for the disconnect
     _disconnected = False
+    _leased: tuple[Grant, str] | None = None
 
     async def dispatch(self, message: dict[str, Any]) -> None:
         # Channels >= 4.2 wraps every handler in aclose_old_connections(), a thread hop
@@ -72,19 +76,32 @@ class StreamConsumer(AsyncWebsocketConsumer):
         except ValueError as exc:
             await self._deny(400, str(exc))
             return
-        hub = self.scope.get("state", {}).get("hub")
-        if not isinstance(hub, Hub):
+        state = self.scope.get("state", {})
+        hub, gate = state.get("hub"), state.get("gate")
+        if not isinstance(hub, Hub) or not isinstance(gate, Gate):
             log.error("refusing a connection: no hub in the lifespan state (serve with python -m marketstream.serve)")
             await self._deny(503, "the hub is not running; try again later")
             return
-        self.hub = hub
+        self.hub, self.gate = hub, gate
+        try:
+            grant = await gate.admit(Credentials.from_scope(self.scope))
+        except Denied as exc:
+            await self._deny(403, exc.message)
+            return
         try:
             await asyncio.wait_for(hub.start(), HUB_START_TIMEOUT)
         except Exception as exc:
             log.error("refusing a connection: the hub cannot reach its channel layer: %s", exc)
             await self._deny(503, "the hub cannot reach its channel layer; try again later")
             return
+        session = uuid.uuid4().hex[:16]
+        refusal = await gate.hold(grant, session)
+        if refusal is None:
+            self._leased = (grant, session)  # given back by the disconnect if it comes before `attach`
         await self.accept(subprotocol)
+        if refusal is not None:  # PROTOCOL.md: accepted, then closed with the reason
+            self._closer(*refusal)
+            return
         self._limit_send_buffer()
         transport = self._transport()
         writable = None
@@ -93,7 +110,9 @@ class StreamConsumer(AsyncWebsocketConsumer):
             writable = lambda: buffered() == 0  # noqa: E731
         codec = CODEC[codec_name]
         send = self._send_bytes if codec.binary else self._send_text
-        self.conn = hub.connect(codec, send, self._closer, writable, uuid.uuid4().hex[:16])
+        self.conn = hub.connect(codec, send, self._closer, writable, session, grant.limits, grant.entitlement)
+        gate.attach(grant, self.conn, session)
+        self._leased = None
         self.rate = RateLimiter(self.conn.limits.max_requests_per_s)
 
     async def _deny(self, status: int, text: str) -> None:
@@ -206,5 +225,8 @@ class StreamConsumer(AsyncWebsocketConsumer):
             self._gone.set_result(None)
         if self.conn is not None:
             self.hub.detach(self.conn)
+            await self.gate.release(self.conn)
             await self.conn.wait_closed()
+        elif self._leased is not None:
+            await self.gate.release_lease(*self._leased)
         raise StopConsumer()

@@ -17,6 +17,7 @@ import secrets
 from datetime import datetime
 from typing import Any
 
+from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.validators import MinValueValidator
 from django.db import models
@@ -37,18 +38,12 @@ def split_list(text: str) -> list[str]:
     return [item.strip() for item in re.split(r"[,\n]", text) if item.strip()]
 
 
-class ApiKey(models.Model):
-    name = models.CharField(max_length=100, unique=True)
-    key_hash = models.CharField(max_length=64, unique=True, editable=False, help_text="SHA-256 of the key, hex")
-    prefix = models.CharField(max_length=16, editable=False, help_text="the key's first characters, to recognize it")
-    owner = models.CharField(max_length=200, blank=True)
-    created = models.DateTimeField(auto_now_add=True)
-    expires = models.DateTimeField(null=True, blank=True, help_text="empty: never")
-    disabled = models.BooleanField(default=False, help_text="a disabled (revoked) key is refused")
-    last_used = models.DateTimeField(null=True, blank=True, editable=False)
-    allowed_origins = models.TextField(
-        blank=True, help_text="browser origins allowed with this key, one per line or comma-separated"
-    )
+class Grantable(models.Model):
+    """What a credential grants: an entitlement, limits over the global defaults, publishing.
+
+    Shared by API keys and by users who connect with a Django session (`UserGrant`).
+    """
+
     symbols = models.TextField(
         default="*", help_text="entitlement: symbols (AAPL), prefixes (FX:*) or *, one per line or comma-separated"
     )
@@ -63,6 +58,41 @@ class ApiKey(models.Model):
         null=True, blank=True, validators=[MinValueValidator(1)], help_text="across all hubs; empty: the global default"
     )
     publish = models.BooleanField(default=False, help_text="may publish ticks (HTTP ingest)")
+
+    class Meta:
+        abstract = True
+
+    def entitlement(self) -> Entitlement:
+        """The compiled entitlement; ValueError for a bad pattern (save() refuses those)."""
+        return Entitlement(split_list(self.symbols))
+
+    def limits(self, defaults: Limits) -> Limits:
+        """`defaults` with this grant's own values where it has them.
+
+        ValueError when they contradict the defaults (a min throttle above the max).
+        """
+        own = {name: getattr(self, name) for name in LIMIT_FIELDS if getattr(self, name) is not None}
+        return dataclasses.replace(defaults, **own)
+
+    def clean(self) -> None:
+        try:
+            self.entitlement()
+        except ValueError as exc:
+            raise ValidationError({"symbols": str(exc)}) from exc
+
+
+class ApiKey(Grantable):
+    name = models.CharField(max_length=100, unique=True)
+    key_hash = models.CharField(max_length=64, unique=True, editable=False, help_text="SHA-256 of the key, hex")
+    prefix = models.CharField(max_length=16, editable=False, help_text="the key's first characters, to recognize it")
+    owner = models.CharField(max_length=200, blank=True)
+    created = models.DateTimeField(auto_now_add=True)
+    expires = models.DateTimeField(null=True, blank=True, help_text="empty: never")
+    disabled = models.BooleanField(default=False, help_text="a disabled (revoked) key is refused")
+    last_used = models.DateTimeField(null=True, blank=True, editable=False)
+    allowed_origins = models.TextField(
+        blank=True, help_text="browser origins allowed with this key, one per line or comma-separated"
+    )
 
     class Meta:
         ordering = ("name",)
@@ -106,27 +136,9 @@ class ApiKey(models.Model):
         """Not disabled and not expired at `now` (an aware datetime)."""
         return not self.disabled and (self.expires is None or now < self.expires)
 
-    def entitlement(self) -> Entitlement:
-        """The compiled entitlement; ValueError for a bad pattern (save() refuses those)."""
-        return Entitlement(split_list(self.symbols))
-
     def origins(self) -> list[str]:
         """The allowed browser origins of this key."""
         return split_list(self.allowed_origins)
-
-    def limits(self, defaults: Limits) -> Limits:
-        """`defaults` with this key's own values where it has them.
-
-        ValueError when they contradict the defaults (a min throttle above the max).
-        """
-        own = {name: getattr(self, name) for name in LIMIT_FIELDS if getattr(self, name) is not None}
-        return dataclasses.replace(defaults, **own)
-
-    def clean(self) -> None:
-        try:
-            self.entitlement()
-        except ValueError as exc:
-            raise ValidationError({"symbols": str(exc)}) from exc
 
     def save(self, *args: Any, **kwargs: Any) -> None:
         """Validates the fields first (a bad pattern, a duplicate name): ValidationError says which.
@@ -136,6 +148,28 @@ class ApiKey(models.Model):
         """
         if not self.key_hash:
             raise ValidationError("a key needs its hash: use ApiKey.create() or set_key()")
+        if kwargs.get("update_fields") is None:
+            self.full_clean()
+        super().save(*args, **kwargs)
+
+
+class UserGrant(Grantable):
+    """What a Django user who connects with a logged-in session may see, and their limits.
+
+    A user without one is refused, except an active superuser, who is granted every
+    symbol with the global limits. An inactive user is refused.
+    """
+
+    user = models.OneToOneField(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="grant")
+
+    class Meta:
+        verbose_name = "session grant"
+
+    def __str__(self) -> str:
+        return f"grant of {self.user}"
+
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        """Validates the entitlement first: ValidationError says what is wrong."""
         if kwargs.get("update_fields") is None:
             self.full_clean()
         super().save(*args, **kwargs)

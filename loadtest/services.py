@@ -196,6 +196,9 @@ def service_env(
     env = dict(os.environ)
     if clean:
         env = {k: v for k, v in env.items() if not (k.startswith("MARKETSTREAM_") or k == "REDIS_URL")}
+    # as `make run`: anonymous access and open metrics, unless `extra` says otherwise (the key tests do)
+    env.setdefault("MARKETSTREAM_ANONYMOUS", "true")
+    env.setdefault("MARKETSTREAM_METRICS_PUBLIC", "true")
     env.update(DJANGO_SETTINGS_MODULE=HUB_SETTINGS, PYTHONUNBUFFERED="1")
     if redis_url is not None:
         env["REDIS_URL"] = redis_url

@@ -22,9 +22,11 @@ django_app = get_asgi_application()
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 
 from consumers.routing import websocket_urlpatterns  # noqa: E402
+from marketstream import redaction  # noqa: E402
 from marketstream.wiring import Services  # noqa: E402
 
 log = logging.getLogger(__name__)
+redaction.install()  # after Django's logging setup: no key or token in uvicorn's handshake lines
 
 
 async def lifespan(scope: dict[str, Any], receive: Any, send: Any) -> None:
@@ -44,7 +46,7 @@ async def lifespan(scope: dict[str, Any], receive: Any, send: Any) -> None:
                 log.exception("startup failed")
                 await send({"type": "lifespan.startup.failed", "message": str(exc)})
                 return
-            scope["state"].update(services=services, hub=services.hub)
+            scope["state"].update(services=services, hub=services.hub, gate=services.gate)
             await send({"type": "lifespan.startup.complete"})
         elif message["type"] == "lifespan.shutdown":
             if services is not None:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 
-from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from consumers.gate import Gate
 from marketstream.core.closes import Close
 from marketstream.core.hub import Hub
 
@@ -76,7 +78,53 @@ class HubCollector(Collector):
             yield CounterMetricFamily(name, text, value=value)
 
 
-def render(hub: Hub | None) -> bytes:
+class GateCollector(Collector):
+    """Admissions of the gate (consumers.gate): handshakes and API requests by outcome."""
+
+    def __init__(self, gate: Gate) -> None:
+        self.gate = gate
+
+    def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
+        outcomes = CounterMetricFamily(
+            "marketstream_admissions",
+            "Handshakes and API requests by outcome (admitted, refused, over_key_limit, hub_full), "
+            "and connections closed by revocation or expiry (revoked)",
+            labels=["outcome"],
+        )
+        for outcome, count in sorted(self.gate.counts.items()):
+            outcomes.add_metric([outcome], count)
+        yield outcomes
+        yield GaugeMetricFamily(
+            "marketstream_grants", "Key and session grants in this hub's memory", value=len(self.gate.book.grants)
+        )
+
+
+def render(hub: Hub | None, gate: Gate | None = None) -> bytes:
     registry = CollectorRegistry()
     registry.register(HubCollector(hub))
+    if gate is not None:
+        registry.register(GateCollector(gate))
     return generate_latest(registry)
+
+
+async def serve(hub: Hub, gate: Gate, host: str, port: int) -> asyncio.Server:
+    """A listener of its own for `GET /metrics` (MARKETSTREAM_METRICS_PORT), on the hub's
+    event loop: bind it to an address that only the monitoring network reaches."""
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            request = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5.0)
+            path = request.split(b" ", 2)[1] if request.count(b" ") >= 2 else b""
+            if request.startswith(b"GET ") and path.split(b"?")[0] == b"/metrics":
+                status, kind, body = b"200 OK", CONTENT_TYPE_LATEST.encode(), render(hub, gate)
+            else:
+                status, kind, body = b"404 Not Found", b"text/plain", b"only GET /metrics here\n"
+            head = b"HTTP/1.1 %s\r\nContent-Type: %s\r\nContent-Length: %d\r\nConnection: close\r\n\r\n"
+            writer.write(head % (status, kind, len(body)) + body)
+            await writer.drain()
+        except (TimeoutError, OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
+            pass
+        finally:
+            writer.close()
+
+    return await asyncio.start_server(answer, host, port)

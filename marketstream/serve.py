@@ -9,9 +9,12 @@ the limit closed with 1009 before they are buffered.
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 
 import uvicorn
+
+log = logging.getLogger("marketstream.serve")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -27,6 +30,14 @@ def main(argv: list[str] | None = None) -> None:
     from marketstream.settings import MARKETSTREAM  # the same parsing and default as the hub's
 
     max_bytes: int = MARKETSTREAM["MAX_MESSAGE_BYTES"]
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
+    if MARKETSTREAM["ANONYMOUS"]:
+        log.warning(
+            "anonymous access is ON (MARKETSTREAM_ANONYMOUS=true): clients without a key may read %s",
+            MARKETSTREAM["ANONYMOUS_SYMBOLS"],
+        )
+    else:
+        log.info("a key is required (MARKETSTREAM_ANONYMOUS is off): `python manage.py createkey --name NAME`")
     uvicorn.run(
         "marketstream.asgi:application",
         host=args.host,

@@ -123,6 +123,27 @@ MARKETSTREAM: dict[str, Any] = {
     "EMBEDDED_FEED_RATE": env_float("MARKETSTREAM_EMBEDDED_FEED_RATE", 40.0),
     # the Django admin (keys, users) at /admin/: off by default, `make run` turns it on
     "ADMIN": env_bool("MARKETSTREAM_ADMIN", False),
+    # -- access (docs/security.md) --
+    # clients without a credential are admitted with ANONYMOUS_SYMBOLS: off by default, `make run` turns it on
+    "ANONYMOUS": env_bool("MARKETSTREAM_ANONYMOUS", False),
+    "ANONYMOUS_SYMBOLS": os.environ.get("MARKETSTREAM_ANONYMOUS_SYMBOLS", "*"),
+    # browser origins allowed for every credential (comma-separated; "*" any); the hub's own origin always is
+    "ALLOWED_ORIGINS": [o.strip() for o in os.environ.get("MARKETSTREAM_ALLOWED_ORIGINS", "").split(",") if o.strip()],
+    # WebSocket connections one hub process holds; past it a new one is accepted and closed with 1013
+    "MAX_CONNECTIONS": env_int("MARKETSTREAM_MAX_CONNECTIONS", 10000),
+    # concurrent connections of one key across all hubs, unless the key sets its own (0: no cap)
+    "KEY_MAX_CONNECTIONS": env_int("MARKETSTREAM_KEY_MAX_CONNECTIONS", 100),
+    # seconds a connection lease lives without renewal (a crashed hub's connections leave the count after it)
+    "LEASE_TTL_S": env_float("MARKETSTREAM_LEASE_TTL_S", 30.0),
+    # lifetime of a token from POST /api/v1/tokens, seconds
+    "TOKEN_TTL_S": env_int("MARKETSTREAM_TOKEN_TTL_S", 300),
+    # seconds between full reloads of key grants from the database (changes also arrive over Redis at once)
+    "GRANTS_REFRESH_S": env_float("MARKETSTREAM_GRANTS_REFRESH_S", 5.0),
+    # /metrics: on a separate listener on this port (0: on the main port, where it needs a key)
+    "METRICS_PORT": env_int("MARKETSTREAM_METRICS_PORT", 0),
+    "METRICS_HOST": os.environ.get("MARKETSTREAM_METRICS_HOST", "127.0.0.1"),
+    # /metrics on the main port without a credential
+    "METRICS_PUBLIC": env_bool("MARKETSTREAM_METRICS_PUBLIC", False),
 }
 
 _redis_host = {

@@ -6,11 +6,20 @@ The views take the process's services from the lifespan state (`marketstream.asg
 from __future__ import annotations
 
 import asyncio
+import functools
+import time
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any
 
+from django.conf import settings
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
+from django.views.decorators.csrf import csrf_exempt
+from django.views.decorators.http import require_POST
 from prometheus_client import CONTENT_TYPE_LATEST
 
+from consumers.gate import Denied, credentials_of
+from consumers.grants import ANONYMOUS, Grant
 from marketstream import metrics
 from marketstream.core.store import MAX_HISTORY_READ
 from marketstream.core.symbols import normalize
@@ -30,28 +39,75 @@ async def index(request: HttpRequest) -> HttpResponse:
     return render(request, "index.html", {"embedded": embedded()})
 
 
-async def symbols(request: HttpRequest) -> JsonResponse:
-    """The catalog: every symbol with its epoch and last tick (null before its first)."""
+def _error(status: int, code: str, message: str) -> JsonResponse:
+    response = JsonResponse({"error": code, "message": message}, status=status)
+    if status == 401:
+        response["WWW-Authenticate"] = 'Bearer realm="marketstream"'
+    return response
+
+
+ApiView = Callable[[HttpRequest, Services, Grant], Awaitable[HttpResponse]]
+
+
+def authenticated(view: ApiView) -> Callable[[HttpRequest], Coroutine[Any, Any, HttpResponse]]:
+    """Admit the request with the stream's credentials (docs/security.md): 401 with a
+    JSON error when they are missing or bad, 403 when the origin is not allowed; the
+    view gets the services and the caller's grant."""
+
+    @functools.wraps(view)
+    async def wrapper(request: HttpRequest) -> HttpResponse:
+        try:
+            services = services_of(request)
+        except RuntimeError as exc:
+            return _error(503, "unavailable", str(exc))
+        credentials = credentials_of(request.headers.items(), request.GET.get("token"))
+        try:
+            grant = await services.gate.admit(credentials)
+        except Denied as exc:
+            return _error(exc.status, exc.code, exc.message)
+        return await view(request, services, grant)
+
+    return wrapper
+
+
+@authenticated
+async def symbols(request: HttpRequest, services: Services, grant: Grant) -> HttpResponse:
+    """The catalog of what the caller may see: each symbol with its epoch and last tick
+    (null before its first)."""
     try:
-        catalog = await asyncio.wait_for(services_of(request).store.catalog(), 2.0)
+        catalog = await asyncio.wait_for(services.store.catalog(), 2.0)
     except Exception as exc:
         return JsonResponse({"error": "unavailable", "message": f"catalog unavailable: {exc}"}, status=503)
+    allows = grant.entitlement.allows
     entries = [
-        {"symbol": s, "epoch": t.epoch if t else None, "last": t.decode() if t else None} for s, t in catalog.items()
+        {"symbol": s, "epoch": t.epoch if t else None, "last": t.decode() if t else None}
+        for s, t in catalog.items()
+        if allows(s)
     ]
     return JsonResponse({"symbols": entries})
 
 
-def _error(status: int, code: str, message: str) -> JsonResponse:
-    return JsonResponse({"error": code, "message": message}, status=status)
+@csrf_exempt
+@require_POST
+@authenticated
+async def tokens(request: HttpRequest, services: Services, grant: Grant) -> HttpResponse:
+    """`POST /api/v1/tokens` with a key: a short-lived token for `?token=` (browsers)."""
+    if not grant.key_hash:
+        return _error(403, "forbidden", "tokens are minted from a key (Authorization: Bearer KEY)")
+    token, expires = services.gate.mint(grant)
+    body = {"token": token, "expires": expires, "expires_in": max(0, expires - int(time.time()))}
+    return JsonResponse(body, headers={"Cache-Control": "no-store"})
 
 
-async def history(request: HttpRequest) -> JsonResponse:
+@authenticated
+async def history(request: HttpRequest, services: Services, grant: Grant) -> HttpResponse:
     """`GET /api/v1/history?symbol=S&limit=L[&after_seq=N]`: the last L ticks, or the
     first L after N, oldest first, with the symbol's epoch and the oldest seq kept."""
     symbol = normalize(request.GET.get("symbol", ""))
     if symbol is None:
         return _error(400, "bad_request", "symbol: expected 1-32 characters of A-Z 0-9 . - / : _")
+    if not grant.entitlement.allows(symbol):
+        return _error(403, "forbidden", f"not entitled to {symbol}")
     try:
         limit = int(request.GET.get("limit", "100"))
         after = request.GET.get("after_seq")
@@ -63,7 +119,7 @@ async def history(request: HttpRequest) -> JsonResponse:
     if after_seq is not None and after_seq < 0:
         return _error(400, "bad_request", f"after_seq must be >= 0, got {after_seq}")
     try:
-        store = services_of(request).store
+        store = services.store
         if not (await asyncio.wait_for(store.known([symbol]), 2.0))[0]:
             return _error(404, "unknown_symbol", f"{symbol} is not in the catalog")
         found = await asyncio.wait_for(store.history(symbol, after_seq, limit), 5.0)
@@ -100,8 +156,21 @@ async def healthz(request: HttpRequest) -> JsonResponse:
 
 
 async def metrics_view(request: HttpRequest) -> HttpResponse:
+    """Prometheus text. Not public unless MARKETSTREAM_METRICS_PUBLIC: a key or a session
+    is needed (anonymous access does not count); with MARKETSTREAM_METRICS_PORT it is
+    served on that port only, and not here."""
+    config = settings.MARKETSTREAM
+    if config["METRICS_PORT"]:
+        return _error(404, "not_found", "metrics are served on their own port (MARKETSTREAM_METRICS_PORT)")
     try:
-        hub = services_of(request).hub
+        services = services_of(request)
     except RuntimeError:
-        hub = None
-    return HttpResponse(metrics.render(hub), content_type=CONTENT_TYPE_LATEST)
+        return HttpResponse(metrics.render(None), content_type=CONTENT_TYPE_LATEST)
+    if not config["METRICS_PUBLIC"]:
+        try:
+            grant = await services.gate.admit(credentials_of(request.headers.items(), request.GET.get("token")))
+        except Denied as exc:
+            return _error(exc.status, exc.code, exc.message)
+        if grant.id == ANONYMOUS:
+            return _error(401, "unauthorized", "metrics need a key (or MARKETSTREAM_METRICS_PUBLIC=true)")
+    return HttpResponse(metrics.render(services.hub, services.gate), content_type=CONTENT_TYPE_LATEST)

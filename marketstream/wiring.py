@@ -7,6 +7,7 @@ passed in.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 from dataclasses import dataclass
@@ -15,13 +16,18 @@ from typing import Any
 from channels.layers import get_channel_layer
 from django.conf import settings
 
+from consumers.gate import Access, Gate, Listener
+from consumers.grants import GrantBook
 from feeds.publisher import Publisher
 from feeds.runner import run_feed
 from feeds.simulated import SimulatedFeed
 from feeds.universe import DEFAULT_UNIVERSE
-from marketstream.adapters import redis_store
+from marketstream import metrics
+from marketstream.adapters import grant_notices, redis_store
+from marketstream.adapters.redis_leases import RedisLeases
 from marketstream.adapters.transport import transport_for
 from marketstream.core.hub import Hub
+from marketstream.core.leases import Leases, MemoryLeases
 from marketstream.core.limits import Limits
 from marketstream.core.store import MemoryStore, Store
 from marketstream.core.transport import TickTransport
@@ -58,6 +64,21 @@ def make_store() -> Store:
     return redis_store.RedisStore(redis_store.connect(settings.REDIS_URL), settings.MARKETSTREAM["PREFIX"], length)
 
 
+def make_gate(hub: Hub, store: Store) -> Gate:
+    """The gate: grants from the database, connection leases in Redis (in memory on the
+    embedded default), grant notices over Redis."""
+    config = settings.MARKETSTREAM
+    book = GrantBook(hub.limits, config["KEY_MAX_CONNECTIONS"], config["GRANTS_REFRESH_S"])
+    leases: Leases
+    listen: Listener | None = None
+    if isinstance(store, redis_store.RedisStore):
+        leases = RedisLeases(store.redis, config["PREFIX"], config["LEASE_TTL_S"])
+        listen = functools.partial(grant_notices.listen, settings.REDIS_URL, config["PREFIX"])
+    else:
+        leases = MemoryLeases(config["LEASE_TTL_S"])
+    return Gate(hub, book, leases, Access.from_settings(book), listen)
+
+
 @dataclass
 class Services:
     """What one server process runs on. `feed` is the embedded feed, or None with Redis."""
@@ -66,7 +87,9 @@ class Services:
     store: Store
     transport: TickTransport
     hub: Hub
+    gate: Gate
     feed: EmbeddedFeed | None = None
+    metrics: asyncio.Server | None = None  # the listener of MARKETSTREAM_METRICS_PORT
 
     @classmethod
     def build(cls) -> Services:
@@ -83,11 +106,17 @@ class Services:
             flush_delay=config["FLUSH_MS"] / 1000,
         )
         feed = EmbeddedFeed(store, transport) if embedded() else None
-        return cls(layer, store, transport, hub, feed)
+        return cls(layer, store, transport, hub, make_gate(hub, store), feed)
 
     async def start(self) -> None:
-        """Start the embedded feed (its failure is raised), then the hub. A hub whose
-        transport cannot be reached yet is logged and started by the next handshake."""
+        """Load the grants, start the embedded feed (its failure is raised), then the hub.
+        A hub whose transport cannot be reached yet is logged and started by the next
+        handshake."""
+        await self.gate.start()
+        config = settings.MARKETSTREAM
+        if config["METRICS_PORT"]:
+            self.metrics = await metrics.serve(self.hub, self.gate, config["METRICS_HOST"], config["METRICS_PORT"])
+            log.info("metrics on http://%s:%d/metrics", config["METRICS_HOST"], config["METRICS_PORT"])
         if self.feed is not None:
             await self.feed.start()
         try:
@@ -96,8 +125,11 @@ class Services:
             log.error("the hub cannot reach its channel layer yet: %s", exc)
 
     async def stop(self) -> None:
+        if self.metrics is not None:
+            self.metrics.close()
         if self.feed is not None:
             await self.feed.close()
+        await self.gate.stop()
         await self.hub.stop()
 
 

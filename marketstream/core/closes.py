@@ -13,3 +13,5 @@ class Close(IntEnum):
     INTERNAL_ERROR = 1011
     SERVICE_RESTART = 1012  # the hub is shutting down: reconnect
     TRY_AGAIN_LATER = 1013  # slow client, or the hub is full
+    KEY_OVER_LIMIT = 4001  # the key is over its connection limit (max_connections across hubs)
+    KEY_REVOKED = 4003  # the key (or the session's grant) was revoked, disabled or expired

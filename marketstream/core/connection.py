@@ -155,6 +155,11 @@ class Connection:
 
     # -- the core's calls ------------------------------------------------------------
 
+    @property
+    def held(self) -> bool:
+        """True while a request is being handled (ticks wait behind its reply)."""
+        return self._held > 0
+
     @contextlib.contextmanager
     def holding(self) -> Iterator[None]:
         """Hold ticks back while a request is handled, so that they follow its reply."""

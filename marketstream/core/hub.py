@@ -68,6 +68,7 @@ class Hub:
         )
         self.membership = self.subscriptions.membership
         self.connections: set[Connection] = set()
+        self._restrict_after_request: set[Connection] = set()
         self._receiver: asyncio.Task[None] | None = None
         self._starting = asyncio.Lock()
 
@@ -189,11 +190,32 @@ class Hub:
         """Forget a connection whose peer is gone, keeping its counts in the hub's totals.
         After this returns, nothing more is sent to it."""
         conn.close(Close.GOING_AWAY, "disconnected")
+        self._restrict_after_request.discard(conn)
         self.subscriptions.remove(conn, list(conn.subscriptions))
         if conn in self.connections:
             self.connections.discard(conn)
             self.stats.ticks_sent_closed += conn.ticks_sent
             self.stats.frames_closed += conn.frames
+
+    def restrict(self, conn: Connection, entitlement: Entitlement) -> list[str]:
+        """Give `conn` a new entitlement (its key's grant changed) and end its
+        subscriptions of symbols the new one does not allow, with an `unsubscribed`
+        message (reason `forbidden`). After this returns, no tick of those symbols is
+        sent to `conn`. Returns the symbols ended.
+
+        While a subscribe of `conn` is being handled, the new entitlement applies at once
+        to what is not yet checked, and the ending waits until its ack is queued, so that
+        the client never sees `unsubscribed` before the ack that subscribed.
+        """
+        conn.entitlement = entitlement
+        if conn.held:
+            self._restrict_after_request.add(conn)
+            return []
+        lost = [s for s in conn.subscriptions if not entitlement.allows(s)]
+        if lost and not conn.closed:
+            conn.outbox.discard(self.subscriptions.remove(conn, lost))
+            conn.reply({"type": "unsubscribed", "symbols": lost, "reason": "forbidden"})
+        return lost
 
     # -- requests -------------------------------------------------------------------
 
@@ -209,7 +231,12 @@ class Hub:
             subs = [{"symbol": s, "throttle_ms": t} for s, t in sorted(conn.subscriptions.items())]
             conn.reply({"type": "subscriptions", "id": request.id, "subscriptions": subs})
         elif request.op == "subscribe":
-            await self.subscriptions.subscribe(conn, request)
+            try:
+                await self.subscriptions.subscribe(conn, request)
+            finally:
+                if conn in self._restrict_after_request:
+                    self._restrict_after_request.discard(conn)
+                    self.restrict(conn, conn.entitlement)
         else:
             self.subscriptions.unsubscribe(conn, request)
 

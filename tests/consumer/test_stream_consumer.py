@@ -53,7 +53,7 @@ async def services() -> AsyncIterator[Services]:
 
 @pytest.fixture
 def app(services: Services) -> ASGIApp:
-    return with_scope(state={"hub": services.hub, "services": services})
+    return with_scope(state={"hub": services.hub, "gate": services.gate, "services": services})
 
 
 @pytest.fixture
@@ -303,7 +303,9 @@ async def test_a_hub_that_cannot_reach_its_transport_refuses_with_503() -> None:
     transport = FakeTransport()
     transport.fail_open = ConnectionError("no channel layer")
     hub = Hub(MemoryStore(), transport)
-    app = with_scope(state={"hub": hub}, extensions={"websocket.http.response": {}})
+    app = with_scope(
+        state={"hub": hub, "gate": wiring.make_gate(hub, hub.store)}, extensions={"websocket.http.response": {}}
+    )
     comm = WebsocketCommunicator(app, "/ws/v1/stream")
     await comm.send_input({"type": "websocket.connect"})
     start = await comm.receive_output(timeout=2)

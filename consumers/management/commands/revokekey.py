@@ -1,4 +1,7 @@
-"""`manage.py revokekey NAME`: disable a key (it stays listed; the admin can enable it again)."""
+"""`manage.py revokekey NAME`: disable a key (it stays listed; the admin can enable it again).
+
+Every hub hears of it (over Redis, or at its next reload) and closes the key's
+connections with 4003."""
 
 from __future__ import annotations
 
@@ -7,6 +10,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from consumers.models import ApiKey
+from consumers.signals import announce
 
 
 class Command(BaseCommand):
@@ -19,4 +23,5 @@ class Command(BaseCommand):
         name: str = options["name"]
         if not ApiKey.objects.filter(name=name).update(disabled=True):
             raise CommandError(f"no key named {name!r} (listkeys shows the keys)")
+        announce(f"key {name} revoked")  # its connections on every hub close with 4003
         self.stderr.write(f"revoked key {name!r}")

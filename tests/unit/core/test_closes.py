@@ -14,6 +14,8 @@ def test_close_codes_are_the_protocols() -> None:
         "INTERNAL_ERROR": 1011,
         "SERVICE_RESTART": 1012,
         "TRY_AGAIN_LATER": 1013,
+        "KEY_OVER_LIMIT": 4001,
+        "KEY_REVOKED": 4003,
     }
 
 
