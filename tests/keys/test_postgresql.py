@@ -1,4 +1,4 @@
-"""The key tests again, on PostgreSQL: test_models.py and test_commands.py with DATABASE_URL.
+"""The key tests again, on PostgreSQL: test_models.py, test_commands.py and test_gate.py with DATABASE_URL.
 
 A separate pytest process, because Django reads DATABASES once per process; pytest-django
 creates and drops its own test database (`test_<name>`) there. Without PostgreSQL on
@@ -25,7 +25,7 @@ def test_the_key_tests_pass_on_postgresql() -> None:
         psycopg.connect(URL, connect_timeout=3).close()
     except psycopg.OperationalError as exc:
         pytest.fail(f"PostgreSQL is not answering at {URL} ({exc}). Start it with:\n  {START}")
-    modules = [str(ROOT / "tests" / "keys" / name) for name in ("test_models.py", "test_commands.py")]
+    modules = [str(ROOT / "tests" / "keys" / name) for name in ("test_models.py", "test_commands.py", "test_gate.py")]
     env = {**os.environ, "DATABASE_URL": URL}
     run = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *modules],
