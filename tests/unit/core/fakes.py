@@ -65,6 +65,7 @@ class FakeTransport:
         self.on_join: Callable[[str], Awaitable[None]] | None = None
         self.inbox: asyncio.Queue[EncodedTick | BarUpdate | Exception] = asyncio.Queue()
         self.bars_joined: set[str] = set()
+        self.fail_join_bars: set[str] = set()
         self.bar_updates: list[BarUpdate] = []  # what publish and finalize_bars sent
 
     def push(self, item: EncodedTick | BarUpdate | Exception) -> None:
@@ -94,7 +95,7 @@ class FakeTransport:
         self.joined.discard(symbol)
 
     async def join_bars(self, symbol: str) -> None:
-        if symbol in self.fail_join:
+        if symbol in self.fail_join or symbol in self.fail_join_bars:
             raise ConnectionError(f"cannot join the bars of {symbol}")
         self.bars_joined.add(symbol)
 
