@@ -89,16 +89,18 @@ FINALIZE_CHUNK = 500  # symbols per finalize.lua call: one call stays short
 
 
 def _open_bars(symbol: str, raw: bytes | str | None) -> list[Bar]:
-    """The bars of a bar state hash entry (bars.lua), or none (logged) when it is not one."""
+    """The bars of a bar state hash entry (bars.lua: 8 numbers per interval, start 0 for
+    none), or none (logged) when it is not one."""
     if not isinstance(raw, bytes):
         return []
     try:
         state = msgpack.unpackb(raw, raw=False)
-        return [
-            Bar(symbol, name, int(b[0]), b[1], b[2], b[3], b[4], b[5], int(b[6]), b[7] == 1)
-            for name, b in zip(INTERVALS, state, strict=True)
-            if b != 0
-        ]
+        found = []
+        for k, name in enumerate(INTERVALS):
+            start, o, h, lo, c, v, n, final = state[k * 8 : k * 8 + 8]
+            if start:
+                found.append(Bar(symbol, name, int(start), o, h, lo, c, v, int(n), final == 1))
+        return found
     except Exception:
         log.error("store: ignoring bar state of %s that is not one: %r", symbol, raw[:80])
         return []

@@ -24,13 +24,15 @@ from typing import Any
 from channels_redis.pubsub import RedisPubSubChannelLayer
 
 from marketstream.adapters.redis_store import RedisStore
-from marketstream.core.bars import Bar, BarUpdate
+from marketstream.core.bars import INTERVALS, Bar, BarUpdate
 from marketstream.core.store import MemoryStore, Store
 from marketstream.core.tick import Draft, EncodedTick
 from marketstream.core.transport import MalformedMessage, TickTransport
 
 GROUP_PREFIX = "tick"
 BARS_PREFIX = "bars"
+INTERVAL_NAMES = list(INTERVALS)  # bars.lua numbers them 1 (1s) to 5 (1h)
+INTERVAL_INDEX = {name: k for k, name in enumerate(INTERVAL_NAMES, 1)}
 
 
 def group_name(prefix: str, symbol: str) -> str:
@@ -50,18 +52,46 @@ def to_message(tick: EncodedTick) -> dict[str, Any]:
 
 
 def bars_message(update: BarUpdate) -> dict[str, Any]:
-    """The channel-layer message that carries a bar update to every hub (as bars.lua makes it)."""
-    return {"type": "bars", "s": update.symbol, "b": [bar.entry() for bar in update.bars]}
+    """The channel-layer message that carries a bar update to every hub, in bars.lua's form:
+    `b` the newest bar of each interval k (1 = 1s ... 5 = 1h), 8 numbers each from
+    (k - 1) * 8: start (0: none), o, h, l, c, v, n, final; `c` the intervals whose open bar
+    in `b` changed; `f` the bars made final, each [k, start, o, h, l, c, v, n]."""
+    state: list[Any] = [0] * (8 * len(INTERVALS))
+    changed, finals = [], []
+    for bar in update.bars:
+        k = INTERVAL_INDEX[bar.interval]
+        entry = [bar.start, bar.open, bar.high, bar.low, bar.close, bar.volume, bar.count]
+        if bar.final:
+            finals.append([k, *entry])
+        else:
+            state[(k - 1) * 8 : k * 8] = [*entry, 0]
+            changed.append(k)
+    return {"type": "bars", "s": update.symbol, "b": state, "c": changed, "f": finals}
+
+
+def _interval(k: Any) -> str:
+    if not isinstance(k, int) or not 1 <= k <= len(INTERVAL_NAMES):
+        raise ValueError(f"no interval numbered {k!r}")
+    return INTERVAL_NAMES[k - 1]
 
 
 def _bar_update(message: dict[str, Any]) -> BarUpdate:
-    symbol, entries = message.get("s"), message.get("b")
-    if not isinstance(symbol, str) or not isinstance(entries, list):
-        raise MalformedMessage("bars message without a symbol and a list of bars")
+    """The bars a `bars` message carries: the final ones, then the open ones that changed."""
+    symbol, state, changed, finals = message.get("s"), message.get("b"), message.get("c"), message.get("f")
+    if not (isinstance(symbol, str) and isinstance(state, list) and isinstance(changed, list)):
+        raise MalformedMessage("bars message without a symbol, its bars and what changed")
+    if not isinstance(finals, list):
+        raise MalformedMessage("bars message without its final bars")
     try:
-        return BarUpdate(symbol, [Bar.from_entry(symbol, e) for e in entries])
-    except ValueError as exc:
-        raise MalformedMessage(str(exc)) from exc
+        bars = [Bar(symbol, _interval(k), int(s), o, h, lo, c, v, int(n), True) for k, s, o, h, lo, c, v, n in finals]
+        for k in changed:
+            s, o, h, lo, c, v, n, final = state[(k - 1) * 8 : k * 8]
+            if not s:
+                raise ValueError(f"interval {k} changed but has no bar")
+            bars.append(Bar(symbol, _interval(k), int(s), o, h, lo, c, v, int(n), final == 1))
+    except (TypeError, ValueError, IndexError) as exc:
+        raise MalformedMessage(f"bars message of {symbol} is not one: {exc}") from exc
+    return BarUpdate(symbol, bars)
 
 
 def from_message(message: Any) -> EncodedTick | BarUpdate | None:

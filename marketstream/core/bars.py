@@ -26,7 +26,7 @@ finalization changed) and fans them out as `EncodedBar`s, encoded once per proce
 from __future__ import annotations
 
 import collections
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -89,31 +89,6 @@ class Bar:
             self.count,
             self.final,
         )
-
-    def entry(self) -> list[Any]:
-        """The compact form of the layer message and the store: interval, start (s), o, h, l, c, v, n, final."""
-        return [
-            self.interval,
-            self.start,
-            self.open,
-            self.high,
-            self.low,
-            self.close,
-            self.volume,
-            self.count,
-            self.final,
-        ]
-
-    @classmethod
-    def from_entry(cls, symbol: str, entry: Sequence[Any]) -> Bar:
-        """The inverse of `entry`; raises ValueError when `entry` is not one."""
-        try:
-            interval, start, o, h, lo, c, v, n, final = entry
-            if interval not in INTERVALS:
-                raise ValueError(f"unknown interval {interval!r}")
-            return cls(symbol, interval, int(start), o, h, lo, c, v, int(n), bool(final))
-        except (TypeError, ValueError) as exc:
-            raise ValueError(f"not a bar entry: {entry!r:.120} ({exc})") from exc
 
 
 @dataclass(frozen=True, slots=True)

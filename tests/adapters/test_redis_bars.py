@@ -158,6 +158,13 @@ async def test_bar_updates_reach_a_hub_that_joined_the_bars_after_the_ticks(
 def test_bar_messages_round_trip() -> None:
     update = BarUpdate("FX:GBP_USD", [Bar("FX:GBP_USD", "5m", HOUR, 1.0, 2.0, 0.5, 1.5, 3.25, 7, True)])
     assert from_message(bars_message(update)) == update
-    for bad in ({"type": "bars"}, {"type": "bars", "s": "A", "b": [["9s", 0, 1, 1, 1, 1, 1, 1, False]]}):
+    for bad in (
+        {"type": "bars"},
+        {"type": "bars", "s": "A", "b": [0] * 5, "c": [1], "f": []},
+        {"type": "bars", "s": "A", "b": [0] * 40, "c": [1], "f": []},
+        {"type": "bars", "s": "A", "b": [0] * 5, "c": [], "f": [[0, 1, 1, 1, 1, 1, 1, 1]]},
+        {"type": "bars", "s": "A", "b": [0] * 5, "c": [], "f": [[6, 1, 1, 1, 1, 1, 1, 1]]},
+        {"type": "bars", "s": "A", "b": [0] * 5, "c": []},
+    ):
         with pytest.raises(ValueError):
             from_message(bad)

@@ -14,7 +14,6 @@ from marketstream.core.bars import (
     NS,
     Bar,
     BarBook,
-    BarUpdate,
     EncodedBar,
     bar_start,
     parse_intervals,
@@ -218,12 +217,3 @@ def test_an_encoded_bar_and_the_bars_frame() -> None:
     more = EncodedBar(Bar("EUR/USD", "1m", HOUR, 1.1, 1.2, 1.0, 1.15, 3, 3))
     assert encoded.key == final.key == more.key
     assert encoded.rank < more.rank < final.rank, "a final bar outranks every open version"
-
-
-def test_bar_entries_round_trip_and_bad_ones_are_refused() -> None:
-    bar = Bar("A", "5s", HOUR, 1.0, 2.0, 0.5, 1.5, 10.0, 4, True)
-    assert Bar.from_entry("A", bar.entry()) == bar
-    assert BarUpdate("A", [bar]).bars[0] is bar
-    for entry in [[], ["2s", 0, 1, 1, 1, 1, 1, 1, False], ["1s", "x", 1, 1, 1, 1, 1, 1, False], "x"]:
-        with pytest.raises(ValueError):
-            Bar.from_entry("A", entry)
