@@ -288,6 +288,7 @@ def run_one(scenario: Scenario, variant: str, redis_url: str | None, args: argpa
             throttle_ms=scenario.throttle,
             tolerance_ms=scenario.throttle_tolerance_ms,
             key=args.key,
+            bars=scenario.bars,
         )
         if scenario.restart is not None:
             r = scenario.restart
