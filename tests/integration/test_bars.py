@@ -218,3 +218,14 @@ async def test_the_bars_endpoint_answers_errors_and_entitlements(procs: Processe
         assert "1s, 5s, 1m, 5m, 1h" in reply.message["message"]
         ack = await client.subscribe(["OPENA", "SHUT"], bars=["1m"])
         assert ack.message["rejected"] == {"SHUT": "forbidden"}
+
+
+async def test_bars_on_the_embedded_default(procs: Processes) -> None:
+    """No Redis: the in-memory store computes the bars and the server's own feed ends them."""
+    hub = procs.hub(None, redis_url=None, env={"MARKETSTREAM_EMBEDDED_FEED_RATE": "200"})
+    async with stream(hub.ws_url, "json") as client:
+        ack = await client.subscribe(["AAPL"], bars=["1s"])
+        assert ack.message["bars"] == ["1s"]
+        await client.wait_for(lambda f: f.type == "bars" and any(b["final"] for b in f.message["bars"]), within=5)
+    served = bars_of(hub, "AAPL", "1s")
+    assert served and all(b["final"] for b in served[:-1]) and served[0]["count"] >= 1
