@@ -47,7 +47,8 @@ def negotiate(scope: dict[str, Any]) -> tuple[CodecName, str | None]:
     query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
     encoding = (query.get("encoding") or ["msgpack"])[0]
     if encoding not in CODECS:
-        raise ValueError(f"unknown encoding {encoding[:32]!r}; expected msgpack or json")
+        shown = f" {encoding[:16]!r}" if encoding.isalnum() else ""  # never echo a query string's other parts
+        raise ValueError(f"unknown encoding{shown}; expected msgpack or json")
     return encoding, None
 
 

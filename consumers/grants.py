@@ -214,7 +214,13 @@ class GrantBook:
             if len(self._misses) >= MISS_MEMORY:
                 return None  # under a storm of unknown keys: refuse from memory
         self._misses[digest] = now + MISS_TTL
-        if await run_db(self.executor, lambda: ApiKey.objects.filter(key_hash=digest, disabled=False).exists()):
+        try:
+            found = await run_db(self.executor, lambda: ApiKey.objects.filter(key_hash=digest, disabled=False).exists())
+        except Exception as exc:  # the database is away: a key not in memory is refused, loudly
+            log.warning("cannot look a key up in the database (%s: %s); refused", type(exc).__name__, exc)
+            self._misses.pop(digest, None)  # asked again once the database is back
+            return None
+        if found:
             await self._reload()
             self._misses.pop(digest, None)
         return self.by_key(key)

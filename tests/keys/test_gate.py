@@ -307,3 +307,17 @@ def test_redaction_blanks_tokens_and_bearer_credentials(caplog: pytest.LogCaptur
     text = caplog.text
     assert "ms_SECRET" not in text and "ms_OTHER" not in text
     assert "token=[redacted]&x=1" in text and "encoding=json" in text
+
+
+async def test_an_unknown_key_is_refused_while_the_database_is_away(
+    gate: Gate, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(executor: Any, work: Any) -> Any:
+        raise RuntimeError("could not connect to server")
+
+    monkeypatch.setattr("consumers.grants.run_db", broken)
+    for _ in range(2):  # not remembered as unknown: asked again once the database is back
+        with pytest.raises(Denied) as refused:
+            await gate.admit(bearer("ms_" + "k" * 43))
+        assert refused.value.status == 401
+    assert not gate.book._misses
