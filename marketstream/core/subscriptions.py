@@ -128,8 +128,7 @@ class Subscriptions:
                 ack["recovered"] = {s: s in recovered for s in since}
             if request.bars is not None:
                 ack["bars"] = list(request.bars)
-            if request.bars is not None:  # pending bars of the intervals no longer wanted go
-                conn.outbox.discard_bars(accepted, request.bars)
+                conn.outbox.discard_bars(accepted, request.bars)  # of the intervals no longer wanted
             bar_snapshot = await self._open_bars(new_bars) if request.snapshot else []
             conn.reply(ack)
             for symbol, (_, ticks) in recovered.items():
