@@ -5,9 +5,12 @@ For each run it starts the hub (``marketstream.serve``, N uvicorn workers) and t
 or on a private redis-server (``--redis``), or uses running ones (``--url ... --no-start``);
 connects the scenario's clients from several asyncio client processes (loadtest.clients);
 warms up; measures a window; then stops the feed and checks that every client ends on the
-final snapshot. With ``--baseline`` the same scenario runs again on the seed tutorial's
-pattern (core layer, seed consumer) and the result gives the ratio of hub CPU per
-delivered tick, baseline / ours. Prints one JSON line, then a table (stdout); progress
+final snapshot. With ``--auth key`` our hub runs with anonymous access off and a key
+database (loadtest.keys), and every client of it connects with that key: the same
+measurements, with authentication on the handshake and per-key connection leases in the
+path (the baseline ignores ``--auth``). With ``--baseline`` the same scenario runs again
+on the seed tutorial's pattern (core layer, seed consumer) and the result gives the ratio
+of hub CPU per delivered tick, baseline / ours. Prints one JSON line, then a table (stdout); progress
 goes to stderr. Everything it started is stopped on exit, error, Ctrl-C or timeout.
 
 A scenario with a restart (``--scenario recovery``) restarts the hub inside the window
@@ -37,10 +40,20 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
-from urllib.request import urlopen
+from urllib.request import Request, urlopen
 
 from loadtest import clients
-from loadtest.catalog import choose, fetch_catalog, healthy, http_base, is_loopback, last_seqs, stream_url
+from loadtest.catalog import (
+    CatalogError,
+    choose,
+    fetch_catalog,
+    healthy,
+    http_base,
+    is_loopback,
+    last_seqs,
+    stream_url,
+)
+from loadtest.keys import KeyDatabase, key_database
 from loadtest.report import Raw, cpu_ratio, plot, summarize, table
 from loadtest.scenarios import Scenario, from_args, parser
 from loadtest.services import (
@@ -152,6 +165,23 @@ def listening(port: int) -> bool:
         return False
 
 
+def catalog_as(base: str, key: str, timeout: float = 5.0) -> dict[str, dict[str, Any] | None]:
+    """`fetch_catalog`, sending `key` as ``Authorization: Bearer`` when given (a hub with
+    anonymous access off answers 401 without it)."""
+    if not key:
+        return fetch_catalog(base, timeout)
+    url = http_base(base) + "/api/v1/symbols"
+    request = Request(url, headers={"Authorization": f"Bearer {key}"})
+    try:
+        with urlopen(request, timeout=timeout) as response:
+            body = json.loads(response.read())
+    except (OSError, ValueError) as exc:  # HTTPError is an OSError
+        raise CatalogError(f"GET {url} with a key: {type(exc).__name__}: {exc}") from exc
+    if not isinstance(body, dict) or not isinstance(body.get("symbols"), list):
+        raise CatalogError(f"GET {url}: expected {{'symbols': [...]}}, got {str(body)[:200]}")
+    return {entry["symbol"]: entry.get("last") for entry in body["symbols"]}
+
+
 def hub_metrics(base: str, timeout: float = 30.0) -> dict[str, float]:
     """The hub's own counters from GET /metrics (``marketstream_*``, without ``_total``); {} if unreadable."""
     try:
@@ -246,9 +276,24 @@ def storm(
     return Restarted(new, meter, max(old_total, old_cpu))
 
 
-def run_one(scenario: Scenario, variant: str, redis_url: str | None, args: argparse.Namespace, logs: Path) -> Raw:
-    """One run of `scenario` on our hub ("ours") or the seed pattern ("baseline")."""
+def run_one(
+    scenario: Scenario,
+    variant: str,
+    redis_url: str | None,
+    args: argparse.Namespace,
+    logs: Path,
+    keys: KeyDatabase | None = None,
+) -> Raw:
+    """One run of `scenario` on our hub ("ours") or the seed pattern ("baseline"). With
+    `keys` (``--auth key``), our hub reads that key database with anonymous access off and
+    every client (and the catalog reads) use its key; the baseline ignores it."""
     baseline = variant == "baseline"
+    keys = None if baseline else keys
+    key = keys.key if keys is not None else args.key
+
+    def catalog(base: str, timeout: float = 5.0) -> dict[str, dict[str, Any] | None]:
+        return catalog_as(base, key, timeout)
+
     encoding = "json" if baseline else scenario.encoding
     raw = Raw(variant=variant, encoding=encoding)
     prefix = f"bench-{os.getpid()}-{time.time_ns() // 1_000_000 % 10**9}-{variant}"
@@ -266,6 +311,8 @@ def run_one(scenario: Scenario, variant: str, redis_url: str | None, args: argpa
             assert redis_url is not None
             port = free_port()
             env = hub_env(redis_url, prefix, scenario.flush_ms, baseline, args.baseline_layer if baseline else None)
+            if keys is not None:
+                env.update(keys.env)
             say(f"{variant}: hub on {LOOPBACK}:{port} ({scenario.workers} worker(s)), feed {scenario.rate:g} ticks/s")
             hub = start_hub(port, scenario.workers, env, logs, baseline)
             services.append(hub)
@@ -274,9 +321,9 @@ def run_one(scenario: Scenario, variant: str, redis_url: str | None, args: argpa
             wait_workers(hub, scenario.workers)
             feed = start_feed(scenario.symbols, scenario.rate, env, logs)
             services.append(feed)
-            wait_until(lambda: len(fetch_catalog(base)) >= scenario.symbols, 30.0, feed, "the feed's symbols")
+            wait_until(lambda: len(catalog(base)) >= scenario.symbols, 30.0, feed, "the feed's symbols")
             meter, feed_meter = ProcessMeter(hub.pid), ProcessMeter(feed.pid)
-        symbols = sorted(fetch_catalog(base))[: scenario.symbols]
+        symbols = sorted(catalog(base))[: scenario.symbols]
         rng = random.Random(scenario.seed)
         specs = [choose(symbols, scenario.symbols_per_client, rng) for _ in range(scenario.clients)]
         url = urlsplit(stream_url(base if not args.no_start else args.url))
@@ -287,7 +334,7 @@ def run_one(scenario: Scenario, variant: str, redis_url: str | None, args: argpa
             encoding=encoding,
             throttle_ms=scenario.throttle,
             tolerance_ms=scenario.throttle_tolerance_ms,
-            key=args.key,
+            key=key,
             bars=scenario.bars,
         )
         if scenario.restart is not None:
@@ -312,6 +359,8 @@ def run_one(scenario: Scenario, variant: str, redis_url: str | None, args: argpa
             f"{variant}: {raw.connected} connected in {raw.connect_seconds:.1f} s ({raw.connect_failed} failed, "
             f"{raw.subscribe_retries} subscribe retries)"
         )
+        if keys is not None:
+            raw.notes.append("auth key: anonymous access off, every client with the key of a fresh key database")
         if raw.connected == 0:
             raise RuntimeError(f"no client could connect and subscribe: {raw.first_error}")
         raw.rss_connected = meter.rss_bytes() if meter else None
@@ -319,7 +368,7 @@ def run_one(scenario: Scenario, variant: str, redis_url: str | None, args: argpa
         say(f"{variant}: measuring {scenario.duration:g} s")
         cpu0 = meter.cpu_seconds() if meter else None
         feed_cpu0 = feed_meter.cpu_seconds() if feed_meter else None
-        seq0 = last_seqs(fetch_catalog(base))
+        seq0 = last_seqs(catalog(base))
         pool.command("reset")
         t0 = time.monotonic()
         profiler = start_profiler(args, meter, scenario, variant, logs)
@@ -330,7 +379,7 @@ def run_one(scenario: Scenario, variant: str, redis_url: str | None, args: argpa
         time.sleep(scenario.duration)
         raw.reports = pool.command("report")
         raw.window_s = time.monotonic() - t0
-        seq1 = last_seqs(fetch_catalog(base, 5.0 if scenario.restart is None else 60.0))
+        seq1 = last_seqs(catalog(base, 5.0 if scenario.restart is None else 60.0))
         if meter is not None and cpu0 is not None:
             raw.hub_cpu_s = meter.cpu_seconds() + old_hub_cpu - cpu0
             raw.rss_after = meter.rss_bytes()
@@ -349,7 +398,7 @@ def run_one(scenario: Scenario, variant: str, redis_url: str | None, args: argpa
         if feed is not None:
             feed.stop(10.0, signal.SIGINT)
             time.sleep(1.0 + 2 * scenario.throttle / 1000)
-            final = last_seqs(fetch_catalog(base, 5.0 if scenario.restart is None else 60.0))
+            final = last_seqs(catalog(base, 5.0 if scenario.restart is None else 60.0))
             checks = pool.command("final", final)
             raw.final_checked = sum(c["checked"] for c in checks)
             raw.final_stale = sum(c["stale"] for c in checks)
@@ -422,12 +471,16 @@ def run(args: argparse.Namespace, scenario: Scenario) -> dict[str, Any]:
     logs = Path(tempfile.mkdtemp(prefix="fanout-"))
     points: list[dict[str, Any]] = []
     try:
-        with redis_for(args, logs) as redis_url:
+        with redis_for(args, logs) as redis_url, contextlib.ExitStack() as stack:
+            keys = None
+            if args.auth == "key" and "ours" in variants:
+                say("auth key: creating a key database")
+                keys = stack.enter_context(key_database())
             for rate in rates:
                 current = dataclasses.replace(scenario, rate=rate)
-                point: dict[str, Any] = {"scenario": scenario.name, "describe": current.describe()}
+                point: dict[str, Any] = {"scenario": scenario.name, "describe": current.describe(), "auth": args.auth}
                 for variant in variants:
-                    point[variant] = summarize(current, run_one(current, variant, redis_url, args, logs))
+                    point[variant] = summarize(current, run_one(current, variant, redis_url, args, logs, keys))
                 if "ours" in point and "baseline" in point:
                     point["cpu_ratio_baseline_over_ours"] = cpu_ratio(point["ours"], point["baseline"])
                 points.append(point)
@@ -457,6 +510,8 @@ def main(argv: list[str] | None = None) -> int:
         p.error(f"only loopback addresses: --url {args.url}")
     if (args.baseline or args.baseline_only) and args.no_start:
         p.error("--baseline starts its own hub: not with --no-start")
+    if args.auth == "key" and args.no_start:
+        p.error("--auth key starts hubs with a key database of their own: not with --no-start (use --key)")
     if scenario.restart is not None and (args.no_start or args.baseline or args.baseline_only):
         p.error(f"--scenario {scenario.name} restarts the hub it started: not with --no-start or --baseline")
     limit = clients.raise_nofile()
@@ -481,7 +536,7 @@ def main(argv: list[str] | None = None) -> int:
     print(json.dumps(document), flush=True)
     for point in document.get("sweep", [document]):
         results = [point[v] for v in ("ours", "baseline") if v in point]
-        title = f"\n{point['scenario']}: {point['describe']}"
+        title = f"\n{point['scenario']}: {point['describe']}, auth {point.get('auth', 'anonymous')}"
         if point.get("cpu_ratio_baseline_over_ours"):
             title += f"  (hub CPU per tick, baseline / ours: {point['cpu_ratio_baseline_over_ours']}x)"
         print(table(title, results))

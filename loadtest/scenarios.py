@@ -61,6 +61,8 @@ class Scenario:
         return text
 
 
+AUTH_MODES = ("anonymous", "key")  # --auth: how the clients of our hub are admitted
+
 PRESETS: dict[str, Scenario] = {
     s.name: s
     for s in (
@@ -143,6 +145,14 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--redis", default="auto", help="auto (127.0.0.1:6379 if it answers, else private), private, "
                    "or a redis:// URL on a loopback address")  # fmt: skip
     p.add_argument("--key", default="", help="API key, sent as 'Authorization: Bearer KEY'")
+    p.add_argument(
+        "--auth",
+        choices=AUTH_MODES,
+        default="anonymous",
+        help="anonymous (default): our hub admits clients without a credential; key: our hub runs with "
+        "anonymous access off and a key database (loadtest.keys), every client connects with that key "
+        "(the baseline ignores it)",
+    )
     p.add_argument("--sweep", help="comma-separated rates: one run per rate (for --plot)")
     p.add_argument("--plot", metavar="FILE.png", help="plot latency and delivered rate against load (matplotlib)")
     p.add_argument("--json-out", metavar="FILE", help="write the JSON result to FILE")
