@@ -2,12 +2,18 @@
 
 For each quote: stamp `ts`, encode the tick once (both codecs) as a draft without its
 seq, and hand the batch to the tick transport, whose store (the seq authority) gives
-each tick its symbol's next seq, keeps it and sends it, as one step. Seq lives in the
-store, so it survives restarts of the feed and is shared by every publisher of a symbol.
+each tick its symbol's next seq, keeps it, counts it in its bars and sends it, as one
+step. Seq and bars live in the store, so they survive restarts of the feed and are shared
+by every publisher of a symbol.
+
+The publisher also ends bars on time (`finalize_bars`, called by the feed's timer every
+second): never while one of its own batches is in flight, so that none of its ticks
+stamped before a bar's end arrives after the bar was made final.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Sequence
 
@@ -25,6 +31,7 @@ class Publisher:
     def __init__(self, store: Store, transport: TickTransport) -> None:
         self.store = store
         self.transport = transport
+        self._lock = asyncio.Lock()  # a batch, or a finalization, at a time
 
     async def prepare(self, symbols: Sequence[str]) -> None:
         """Register `symbols` in the catalog."""
@@ -52,5 +59,12 @@ class Publisher:
 
     async def publish(self, quotes: Sequence[Quote | TimedQuote]) -> list[EncodedTick]:
         """Publish a batch of quotes as ticks; returns them with their seq and epoch."""
-        drafts = self.stamp(quotes)
-        return await self.transport.publish(drafts) if drafts else []
+        async with self._lock:
+            drafts = self.stamp(quotes)
+            return await self.transport.publish(drafts) if drafts else []
+
+    async def finalize_bars(self, symbols: Sequence[str]) -> int:
+        """Make final the bars of `symbols` whose interval has ended (now, by this
+        publisher's clock, the one that stamps `ts`). Returns how many were."""
+        async with self._lock:
+            return await self.transport.finalize_bars(symbols, now_ns())

@@ -4,7 +4,9 @@ the embedded feed of `make run`."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import math
 import time
 
 from feeds.publisher import Publisher
@@ -13,6 +15,7 @@ from feeds.simulated import SimulatedFeed
 log = logging.getLogger(__name__)
 
 STEP = 0.01  # seconds between batches at high rates
+FINALIZE_DELAY = 0.002  # seconds after each whole second (UTC) at which ended bars are made final
 
 
 async def run_feed(
@@ -24,6 +27,7 @@ async def run_feed(
     max_ticks: int | None = None,
     opening: bool = True,
     ready: asyncio.Event | None = None,
+    bars: bool = True,
 ) -> int:
     """Publish `rate` ticks per second (over all symbols) until `stop` is set, `duration`
     seconds pass or `max_ticks` are sent. Returns the number of ticks published after
@@ -33,10 +37,46 @@ async def run_feed(
 
     Falling behind by more than a second's worth of ticks is reported in the log, with
     the rate actually reached; the feed then catches up without bursting past a second.
+    With `bars`, a timer makes the feed's bars final as their intervals end.
     """
     if rate <= 0:
         raise ValueError(f"rate must be > 0 ticks/s, got {rate}")
-    await publisher.prepare([i.symbol for i in feed.instruments])
+    symbols = [i.symbol for i in feed.instruments]
+    await publisher.prepare(symbols)
+    timer = asyncio.get_running_loop().create_task(finalize_bars(publisher, symbols, stop)) if bars else None
+    try:
+        return await _run(feed, publisher, rate, stop, duration, max_ticks, opening, ready)
+    finally:
+        if timer is not None:
+            timer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await timer
+
+
+async def finalize_bars(publisher: Publisher, symbols: list[str], stop: asyncio.Event) -> None:
+    """Just after each whole second, make final the bars of `symbols` that ended, until `stop`."""
+    while not stop.is_set():
+        due = math.floor(time.time()) + 1 + FINALIZE_DELAY
+        while (left := due - time.time()) > 0 and not stop.is_set():  # never early: the bar must have ended
+            await _sleep_or_stop(stop, left)
+        if stop.is_set():
+            return
+        try:
+            await publisher.finalize_bars(symbols)
+        except Exception:
+            log.exception("feed: making bars final failed; trying again in a second")
+
+
+async def _run(
+    feed: SimulatedFeed,
+    publisher: Publisher,
+    rate: float,
+    stop: asyncio.Event,
+    duration: float | None,
+    max_ticks: int | None,
+    opening: bool,
+    ready: asyncio.Event | None,
+) -> int:
     if opening:
         await publisher.publish(feed.opening())
     if ready is not None:

@@ -78,6 +78,15 @@ class ClientOptions:
     reconnect: bool = False  # reconnect after a close by the server, with `since` (recovery scenario)
     backoff_s: float = 0.1  # reconnect delay: uniform(0, min(backoff_max_s, backoff_s * 2**attempt))
     backoff_max_s: float = 2.0
+    bars: tuple[str, ...] = ()  # bar intervals of every subscription (none: no bars)
+
+
+def subscribe_request(symbols: list[str], options: ClientOptions) -> dict[str, Any]:
+    """The subscribe of a load-test client: its symbols at the scenario's throttle, with its bars."""
+    request: dict[str, Any] = {"op": "subscribe", "id": 1, "symbols": symbols, "throttle_ms": options.throttle_ms}
+    if options.bars:
+        request["bars"] = list(options.bars)
+    return request
 
 
 def backoff(attempt: int, first: float, most: float, rng: random.Random | None = None) -> float:
@@ -273,6 +282,9 @@ class StreamConnection(asyncio.Protocol):
                     self.recovering = {}
                     self.client.live_at = time.monotonic()
                 self.check.ticks(message["ticks"], recv_ns, mono_ns)
+            elif kind == "bars":
+                totals.bars += len(message["bars"])
+                totals.bar_frames += 1
             elif kind == "snapshot":
                 self.check.ticks(message["ticks"], recv_ns, mono_ns, snapshot=True)
                 if self.awaiting_live:  # a snapshot follows the recovered frames
@@ -353,9 +365,7 @@ class ClientProcess:
                     await conn.welcome
                     phase = "ack"
                     for attempt in range(1, SUBSCRIBE_ATTEMPTS + 1):
-                        conn.send_json(
-                            {"op": "subscribe", "id": 1, "symbols": symbols, "throttle_ms": opts.throttle_ms}
-                        )
+                        conn.send_json(subscribe_request(symbols, opts))
                         try:
                             ack = await conn.ack
                             break
@@ -410,8 +420,7 @@ class ClientProcess:
                     since = client.since()
                     conn.since = {s: v["seq"] if isinstance(v, dict) else v for s, v in since.items()}
                     conn.resubscribing = True
-                    request = {"op": "subscribe", "id": 1, "symbols": client.symbols, "throttle_ms": opts.throttle_ms}
-                    conn.send_json({**request, "since": since})
+                    conn.send_json({**subscribe_request(client.symbols, opts), "since": since})
                     phase = "ack"
                     ack = await conn.ack
                 if ack.get("rejected"):

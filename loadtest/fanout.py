@@ -335,6 +335,7 @@ def run_one(
             throttle_ms=scenario.throttle,
             tolerance_ms=scenario.throttle_tolerance_ms,
             key=key,
+            bars=scenario.bars,
         )
         if scenario.restart is not None:
             r = scenario.restart

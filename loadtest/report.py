@@ -91,6 +91,8 @@ def summarize(scenario: Scenario, raw: Raw) -> dict[str, Any]:
         (r["ticks"] + r.get("recovered_ticks", 0)) / r["seconds"] for r in raw.reports if r["seconds"] > 0
     )
     frames_rate = sum(r["frames"] / r["seconds"] for r in raw.reports if r["seconds"] > 0)
+    bars_rate = sum(r.get("bars", 0) / r["seconds"] for r in raw.reports if r["seconds"] > 0)
+    bar_frames_rate = sum(r.get("bar_frames", 0) / r["seconds"] for r in raw.reports if r["seconds"] > 0)
     offered = sum(raw.published.values())
     if scenario.throttle:
         cap = window / (scenario.throttle / 1000)
@@ -106,6 +108,8 @@ def summarize(scenario: Scenario, raw: Raw) -> dict[str, Any]:
     params = asdict(scenario) | {"encoding": raw.encoding}
     if params["restart"] is None:  # the other scenarios' output stays as it was
         del params["restart"]
+    if not params["bars"]:
+        del params["bars"]
     result: dict[str, Any] = {
         "variant": raw.variant,
         "scenario": params,
@@ -120,7 +124,9 @@ def summarize(scenario: Scenario, raw: Raw) -> dict[str, Any]:
         "delivered_ticks_per_s": _round(delivered_rate, 1),
         "delivery_ratio": _round(delivered_rate / wanted_rate if wanted_rate else None, 4),
         "frames_per_s": _round(frames_rate, 1),
-        "ticks_per_frame": _round(delivered_rate / frames_rate if frames_rate else None, 2),
+        "ticks_per_frame": _round(
+            delivered_rate / (frames_rate - bar_frames_rate) if frames_rate > bar_frames_rate else None, 2
+        ),
         "latency_ms": {
             "p50": pct[50] / 1000,
             "p90": pct[90] / 1000,
@@ -152,6 +158,9 @@ def summarize(scenario: Scenario, raw: Raw) -> dict[str, Any]:
         "hub_rss_kb_per_connection": _round(rss_per_conn / 1024 if rss_per_conn is not None else None, 2),
         "notes": raw.notes,
     }
+    if scenario.bars:  # frames_per_s counts the bars frames too
+        result["bars_per_s"] = _round(bars_rate, 1)
+        result["bar_frames_per_s"] = _round(bar_frames_rate, 1)
     if raw.storm is not None:
         result["storm"] = summarize_storm(raw.storm, raw.connected)
     return result
@@ -258,6 +267,11 @@ ROWS: list[tuple[str, str]] = [
     ("client CPU cores", "client_cpu_cores"),
 ]
 
+BAR_ROWS: list[tuple[str, str]] = [
+    ("bars/s", "bars_per_s"),
+    ("bar frames/s", "bar_frames_per_s"),
+]
+
 STORM_ROWS: list[tuple[str, str]] = [
     ("storm: clients closed", "storm.closed"),
     ("  closed with 1012", "storm.closed_1012"),
@@ -311,7 +325,8 @@ def _fmt(value: Any) -> str:
 def table(title: str, results: Sequence[Mapping[str, Any]]) -> str:
     """A plain-text table: one row per metric, one column per result (by variant)."""
     headers = ["", *[str(r.get("variant")) for r in results]]
-    paths = ROWS + (STORM_ROWS if any("storm" in r for r in results) else [])
+    paths = ROWS + (BAR_ROWS if any("bars_per_s" in r for r in results) else [])
+    paths += STORM_ROWS if any("storm" in r for r in results) else []
     rows = [[label, *[_fmt(_get(r, path)) for r in results]] for label, path in paths]
     widths = [max(len(row[i]) for row in [headers, *rows]) for i in range(len(headers))]
     lines = [

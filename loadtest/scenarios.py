@@ -45,11 +45,14 @@ class Scenario:
     throttle_tolerance_ms: float = 20.0
     seed: int = 1  # for the symbols drawn by each client
     restart: Restart | None = None  # a reconnect storm (the recovery scenario); None: no restart
+    bars: tuple[str, ...] = ()  # bar intervals every subscription also asks for (--bars)
 
     def describe(self) -> str:
         text = f"{self.clients} clients x {self.symbols_per_client} of {self.symbols} symbols, {self.rate:g} ticks/s"
         if self.throttle:
             text += f", throttle {self.throttle} ms"
+        if self.bars:
+            text += f", bars {','.join(self.bars)}"
         if self.restart:
             text += (
                 f", hub restarted after {self.restart.after:g} s, backoff {self.restart.backoff_ms:g}"
@@ -123,6 +126,14 @@ def parser() -> argparse.ArgumentParser:
         p.add_argument(option, dest=name, type=kind, default=None, help=f"{text} (overrides the preset)")
     for option, (name, kind, text) in RESTART_OVERRIDES.items():
         p.add_argument(option, dest=f"restart_{name}", type=kind, default=None, help=f"{text} (recovery)")
+    p.add_argument(
+        "--bars",
+        nargs="?",
+        const="1s,1m",
+        default=None,
+        metavar="INTERVALS",
+        help="every subscription also asks for bars of these intervals (default when given: 1s,1m)",
+    )
     p.add_argument("--baseline", action="store_true", help="also run the seed pattern and report the CPU ratio")
     p.add_argument("--baseline-only", action="store_true", help="run only the seed pattern")
     p.add_argument(
@@ -167,6 +178,8 @@ def from_args(args: argparse.Namespace) -> Scenario:
         raise ValueError(f"{', '.join(given)}: only for a scenario with a restart (--scenario recovery)")
     if scenario.restart is not None:
         changes["restart"] = dataclasses.replace(scenario.restart, **restart)
+    if getattr(args, "bars", None):
+        changes["bars"] = tuple(i.strip() for i in args.bars.split(",") if i.strip())
     scenario = dataclasses.replace(scenario, **changes)
     checks = [
         (scenario.clients > 0, "--clients must be > 0"),
@@ -177,6 +190,7 @@ def from_args(args: argparse.Namespace) -> Scenario:
         (scenario.duration > 0 and scenario.warmup >= 0, "--duration must be > 0 and --warmup >= 0"),
         (scenario.workers > 0 and scenario.client_procs > 0, "--workers and --client-procs must be > 0"),
         (scenario.encoding in ("msgpack", "json"), "--encoding must be msgpack or json"),
+        (set(scenario.bars) <= {"1s", "5s", "1m", "5m", "1h"}, "--bars: intervals are 1s, 5s, 1m, 5m, 1h"),
     ]
     if scenario.restart is not None:
         r = scenario.restart

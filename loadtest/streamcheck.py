@@ -73,7 +73,7 @@ class Totals:
     """Counters over many connections. Window counters restart with `reset_window`;
     violation counters cover the whole run (a violation is a bug whenever it happens)."""
 
-    WINDOW = ("ticks", "frames", "bytes", "gaps", "conflated", "snapshot_ticks")
+    WINDOW = ("ticks", "frames", "bytes", "gaps", "conflated", "snapshot_ticks", "bars", "bar_frames")
     RUN = ("seq_violations", "throttle_violations", "lost", "overcounted", "disconnects", "errors")
 
     def __init__(self) -> None:
@@ -83,6 +83,8 @@ class Totals:
         self.gaps = 0  # ticks skipped (seq jumps): conflated + lost
         self.conflated = 0  # ticks skipped that the hub accounted for as conflated
         self.snapshot_ticks = 0
+        self.bars = 0  # bars received (in `bars` frames)
+        self.bar_frames = 0  # `bars` frames received (counted in `frames` too)
         self.lost = 0  # ticks skipped that nobody accounted for (lost before the hub)
         self.overcounted = 0  # `conflated` beyond the gap it stands for
         self.seq_violations = 0

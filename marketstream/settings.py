@@ -119,6 +119,8 @@ MARKETSTREAM: dict[str, Any] = {
     "HISTORY_MAXLEN": env_int("MARKETSTREAM_HISTORY_MAXLEN", 2000),
     # ticks one symbol's recovery may deliver (announced as max_recovery; at most HISTORY_MAXLEN)
     "MAX_RECOVERY": env_int("MARKETSTREAM_MAX_RECOVERY", 2000),
+    # final bars kept per symbol and interval, for /api/v1/bars (0: the feeds compute no bars)
+    "BARS_KEEP": env_int("MARKETSTREAM_BARS_KEEP", 500),
     # the simulated feed that runs inside the server on the embedded default
     "EMBEDDED_FEED_RATE": env_float("MARKETSTREAM_EMBEDDED_FEED_RATE", 40.0),
     # the Django admin (keys, users) at /admin/: off by default, `make run` turns it on

@@ -12,6 +12,7 @@ def patterns(with_admin: bool) -> list[URLPattern | URLResolver]:
         path("", views.index, name="index"),
         path("api/v1/symbols", views.symbols, name="symbols"),
         path("api/v1/history", views.history, name="history"),
+        path("api/v1/bars", views.bars, name="bars"),
         path("api/v1/tokens", views.tokens, name="tokens"),
         path("healthz", views.healthz, name="healthz"),
         path("metrics", views.metrics_view, name="metrics"),

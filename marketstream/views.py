@@ -1,4 +1,4 @@
-"""HTTP beside the stream: landing page, catalog, health, metrics (PROTOCOL.md).
+"""HTTP beside the stream: landing page, catalog, history, bars, health, metrics (PROTOCOL.md).
 
 The views take the process's services from the lifespan state (`marketstream.asgi`).
 """
@@ -21,6 +21,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from consumers.gate import Denied, credentials_of
 from consumers.grants import ANONYMOUS, Grant
 from marketstream import metrics
+from marketstream.core.bars import INTERVALS
 from marketstream.core.store import MAX_HISTORY_READ
 from marketstream.core.symbols import normalize
 from marketstream.wiring import HUB_START_TIMEOUT, Services, embedded
@@ -127,6 +128,34 @@ async def history(request: HttpRequest, services: Services, grant: Grant) -> Htt
         return _error(503, "unavailable", f"history unavailable: {exc}")
     ticks = [t.decode() for t in found.ticks]
     return JsonResponse({"symbol": symbol, "epoch": found.epoch, "first_seq": found.first_seq, "ticks": ticks})
+
+
+@authenticated
+async def bars(request: HttpRequest, services: Services, grant: Grant) -> HttpResponse:
+    """`GET /api/v1/bars?symbol=S&interval=1m&limit=L`: the last L bars of the interval,
+    oldest first: the final ones kept (MARKETSTREAM_BARS_KEEP), then the open one."""
+    symbol = normalize(request.GET.get("symbol", ""))
+    if symbol is None:
+        return _error(400, "bad_request", "symbol: expected 1-32 characters of A-Z 0-9 . - / : _")
+    if not grant.entitlement.allows(symbol):
+        return _error(403, "forbidden", f"not entitled to {symbol}")
+    interval = request.GET.get("interval", "")
+    if interval not in INTERVALS:
+        return _error(400, "bad_request", f"interval: expected one of {', '.join(INTERVALS)}, got {interval[:16]!r}")
+    try:
+        limit = int(request.GET.get("limit", "100"))
+    except ValueError:
+        return _error(400, "bad_request", "limit must be an integer")
+    if not 1 <= limit <= MAX_HISTORY_READ:
+        return _error(400, "bad_request", f"limit must be 1..{MAX_HISTORY_READ}, got {limit}")
+    try:
+        store = services.store
+        if not (await asyncio.wait_for(store.known([symbol]), 2.0))[0]:
+            return _error(404, "unknown_symbol", f"{symbol} is not in the catalog")
+        found = await asyncio.wait_for(store.bars(symbol, interval, limit), 5.0)
+    except Exception as exc:
+        return _error(503, "unavailable", f"bars unavailable: {exc}")
+    return JsonResponse({"symbol": symbol, "interval": interval, "bars": [b.as_dict() for b in found]})
 
 
 async def healthz(request: HttpRequest) -> JsonResponse:

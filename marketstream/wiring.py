@@ -58,10 +58,11 @@ def limits() -> Limits:
 
 def make_store() -> Store:
     """The store: Redis at REDIS_URL, or a new in-memory store on the embedded default."""
-    length = settings.MARKETSTREAM["HISTORY_MAXLEN"]
+    config = settings.MARKETSTREAM
+    length, keep = config["HISTORY_MAXLEN"], config["BARS_KEEP"]
     if embedded():
-        return MemoryStore(length)
-    return redis_store.RedisStore(redis_store.connect(settings.REDIS_URL), settings.MARKETSTREAM["PREFIX"], length)
+        return MemoryStore(length, keep)
+    return redis_store.RedisStore(redis_store.connect(settings.REDIS_URL), config["PREFIX"], length, keep)
 
 
 def make_gate(hub: Hub, store: Store) -> Gate:
@@ -148,7 +149,9 @@ class EmbeddedFeed:
         feed = SimulatedFeed(DEFAULT_UNIVERSE, seed=int(raw_seed) if raw_seed else None)
         rate = float(settings.MARKETSTREAM["EMBEDDED_FEED_RATE"])
         ready = asyncio.Event()
-        self.task = asyncio.get_running_loop().create_task(run_feed(feed, self.publisher, rate, self.stop, ready=ready))
+        self.task = asyncio.get_running_loop().create_task(
+            run_feed(feed, self.publisher, rate, self.stop, ready=ready, bars=settings.MARKETSTREAM["BARS_KEEP"] > 0)
+        )
         waiter = asyncio.ensure_future(ready.wait())
         await asyncio.wait([self.task, waiter], return_when=asyncio.FIRST_COMPLETED)
         waiter.cancel()

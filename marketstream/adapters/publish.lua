@@ -1,19 +1,25 @@
 -- The seq authority: assign each tick of a batch its symbol's next seq (and epoch), save it
 -- as the snapshot, append it to the symbol's history and publish it, as one atomic step on
 -- the symbol's Redis. Publishers of one symbol anywhere share one seq, in publish order.
+-- Each tick also counts in its symbol's bars (bars.lua, prepended to this script); the bars
+-- the batch changed are kept and published once per symbol, after its ticks.
 --
 -- KEYS[1] seq hash (symbol -> last seq)       KEYS[2] epoch hash (symbol -> epoch)
 -- KEYS[3] snapshot hash (symbol -> tick)      KEYS[4] catalog set
--- KEYS[4 + i] the history stream of tick i
+-- KEYS[5] bar state hash (bars.lua)           KEYS[5 + i] the history stream of tick i
 -- ARGV[1] history length kept per symbol (approximate, at least this many)
 -- ARGV[2] a fresh epoch, given to symbols whose seq is lost (or new)
--- then per tick, from ARGV[3]: symbol, msgpack head, JSON head, layer channel ("" = do not publish)
+-- ARGV[3] final bars kept per symbol and interval   ARGV[4] prefix of the bar list keys
+-- then per tick, from ARGV[5]: symbol, msgpack head, JSON head, layer channel ("" = do not
+--   publish), ts in whole seconds ("" = no bars), price, size, channel of its bars
 --   A head is the tick's encoding up to the value of its last field, `seq`, which this
 --   script appends: msgpack `head .. int(seq)`, JSON `head .. seq .. "}"`.
 -- Returns {seq, epoch, ...} per tick, in order.
 
 local maxlen = tonumber(ARGV[1])
 local fresh = ARGV[2]
+local keep, list_prefix = tonumber(ARGV[3]), ARGV[4]
+local FIELDS, FIRST = 8, 4
 local seqs, epochs, snaps = {}, {}, {}
 local out = {}
 
@@ -25,11 +31,11 @@ end
 local function str(s) return header(#s, 0xa0, 0xd9, 0xda) .. s end
 local function bin(s) return header(#s, nil, 0xc4, 0xc5) .. s end
 
-local n = (#ARGV - 2) / 4
+local n = (#ARGV - FIRST) / FIELDS
 for i = 1, n do
-  local base = 2 + (i - 1) * 4
+  local base = FIRST + (i - 1) * FIELDS
   local symbol, mhead, jhead, channel = ARGV[base + 1], ARGV[base + 2], ARGV[base + 3], ARGV[base + 4]
-  local history = KEYS[4 + i]
+  local history = KEYS[5 + i]
   local seq = seqs[symbol]
   if seq == nil then
     seq = tonumber(redis.call('HGET', KEYS[1], symbol))
@@ -70,10 +76,16 @@ for i = 1, n do
   end
   out[#out + 1] = seq
   out[#out + 1] = epoch
+  local second = ARGV[base + 5]
+  if second ~= '' then
+    bar_channel[symbol] = ARGV[base + 8]
+    bar_tick(KEYS[5], symbol, tonumber(second), tonumber(ARGV[base + 6]), tonumber(ARGV[base + 7]), keep, list_prefix)
+  end
 end
 for symbol, seq in pairs(seqs) do
   redis.call('HSET', KEYS[1], symbol, seq)
   redis.call('HSET', KEYS[3], symbol, snaps[symbol])
   redis.call('SADD', KEYS[4], symbol)
 end
+bar_flush(KEYS[5])
 return out

@@ -8,9 +8,13 @@ Redis layout under the key prefix P (``MARKETSTREAM_PREFIX``):
 - ``P:epoch``          hash symbol -> its epoch, new whenever its seq was lost;
 - ``P:snapshot``       hash symbol -> its last tick (msgpack);
 - ``P:history:SYMBOL`` stream of its last ticks, entry id ``SEQ-0``, fields ``m`` (msgpack)
-  and ``j`` (JSON): read back without parsing (a reconnect storm reads a lot of it).
+  and ``j`` (JSON): read back without parsing (a reconnect storm reads a lot of it);
+- ``P:bar``            hash symbol -> its newest bar of each interval (bars.lua);
+- ``P:bars:INTERVAL:SYMBOL`` list of its last final bars of that interval, oldest first,
+  each a msgpack array [start (s), open, high, low, close, volume, count].
 
-Every write goes through publish.lua: one atomic step per batch of ticks.
+Every write goes through publish.lua (one atomic step per batch of ticks) or, for bars
+whose interval ended without a tick, finalize.lua.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from redis import exceptions as redis_errors
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 
+from marketstream.core.bars import DEFAULT_KEEP, INTERVALS, NS, Bar
 from marketstream.core.store import MAX_HISTORY_READ, History, new_epoch
 from marketstream.core.tick import Draft, EncodedTick
 
@@ -73,7 +78,32 @@ def _text(raw: bytes | None) -> str:
     return raw.decode() if raw else ""
 
 
-PUBLISH_SCRIPT = resources.files("marketstream.adapters").joinpath("publish.lua").read_text()
+def _script(name: str) -> str:
+    return resources.files("marketstream.adapters").joinpath(name).read_text()
+
+
+# bars.lua holds the bar rules both scripts apply: it is prepended to each
+PUBLISH_SCRIPT = _script("bars.lua") + _script("publish.lua")
+FINALIZE_SCRIPT = _script("bars.lua") + _script("finalize.lua")
+FINALIZE_CHUNK = 500  # symbols per finalize.lua call: one call stays short
+
+
+def _open_bars(symbol: str, raw: bytes | str | None) -> list[Bar]:
+    """The bars of a bar state hash entry (bars.lua: 8 numbers per interval, start 0 for
+    none), or none (logged) when it is not one."""
+    if not isinstance(raw, bytes):
+        return []
+    try:
+        state = msgpack.unpackb(raw, raw=False)
+        found = []
+        for k, name in enumerate(INTERVALS):
+            start, o, h, lo, c, v, n, final = state[k * 8 : k * 8 + 8]
+            if start:
+                found.append(Bar(symbol, name, int(start), o, h, lo, c, v, int(n), final == 1))
+        return found
+    except Exception:
+        log.error("store: ignoring bar state of %s that is not one: %r", symbol, raw[:80])
+        return []
 
 
 class RedisStore:
@@ -81,15 +111,21 @@ class RedisStore:
     feed with the same prefix. `history_length` ticks of history are kept per symbol
     (approximately: Redis trims streams in whole nodes, so a little more)."""
 
-    def __init__(self, redis: aioredis.Redis, prefix: str, history_length: int = 2000) -> None:
+    def __init__(
+        self, redis: aioredis.Redis, prefix: str, history_length: int = 2000, bars_keep: int = DEFAULT_KEEP
+    ) -> None:
         self.redis = redis
         self.history_length = history_length
+        self.bars_keep = bars_keep
         self.catalog_key = f"{prefix}:catalog"
         self.seq_key = f"{prefix}:seq"
         self.epoch_key = f"{prefix}:epoch"
         self.snapshot_key = f"{prefix}:snapshot"
         self.history_prefix = f"{prefix}:history:"
+        self.bar_key = f"{prefix}:bar"
+        self.bars_prefix = f"{prefix}:bars:"
         self._publish = redis.register_script(PUBLISH_SCRIPT)
+        self._finalize = redis.register_script(FINALIZE_SCRIPT)
 
     def history_key(self, symbol: str) -> str:
         return self.history_prefix + symbol
@@ -104,16 +140,31 @@ class RedisStore:
             return []
         return [bool(x) for x in await self.redis.smismember(self.catalog_key, list(symbols))]
 
-    async def append(self, drafts: Sequence[Draft], channels: Sequence[str] | None = None) -> list[EncodedTick]:
+    def bars_key(self, symbol: str, interval: str) -> str:
+        return f"{self.bars_prefix}{interval}:{symbol}"
+
+    async def append(
+        self,
+        drafts: Sequence[Draft],
+        channels: Sequence[str] | None = None,
+        bar_channels: Sequence[str] | None = None,
+    ) -> list[EncodedTick]:
         """`Store.append`; with `channels` (one per draft) publish.lua also PUBLISHes each
-        tick's channel-layer message there, in the same atomic step."""
+        tick's channel-layer message there, and with `bar_channels` (one per draft) the
+        bars the batch changed, in the same atomic step. With `bars_keep` 0 no bar is
+        computed."""
         if not drafts:
             return []
-        keys = [self.seq_key, self.epoch_key, self.snapshot_key, self.catalog_key]
+        keys = [self.seq_key, self.epoch_key, self.snapshot_key, self.catalog_key, self.bar_key]
         keys += [self.history_key(d.symbol) for d in drafts]
-        args: list[Any] = [self.history_length, new_epoch()]
+        bars = self.bars_keep > 0
+        args: list[Any] = [self.history_length, new_epoch(), self.bars_keep, self.bars_prefix]
         for i, draft in enumerate(drafts):
             args += [draft.symbol, draft.msgpack_head, draft.json_head, channels[i] if channels else ""]
+            if bars and draft.price is not None:
+                args += [draft.ts // NS, repr(draft.price), repr(draft.size), bar_channels[i] if bar_channels else ""]
+            else:
+                args += ["", "", "", ""]
         result = await self._publish(keys=keys, args=args)
         return [d.complete(int(result[2 * i]), _text(result[2 * i + 1])) for i, d in enumerate(drafts)]
 
@@ -172,6 +223,44 @@ class RedisStore:
         ticks = [_entry(symbol, entry_id, fields, epoch_text) for entry_id, fields in entries]
         first_seq = int(first[0][0].split(b"-")[0]) if first else 0
         return History(epoch_text, first_seq, int(seq) if seq else 0, [t for t in ticks if t is not None])
+
+    async def finalize_bars(self, symbols: Sequence[str], now_ns: int, channels: Sequence[str] | None = None) -> int:
+        """`Store.finalize_bars`; with `channels` (one per symbol) finalize.lua publishes the
+        final bars there."""
+        done = 0
+        now = f"{now_ns // NS}.{now_ns % NS:09d}"
+        for at in range(0, len(symbols), FINALIZE_CHUNK):
+            args: list[Any] = [self.bars_keep, self.bars_prefix, now]
+            for i in range(at, min(at + FINALIZE_CHUNK, len(symbols))):
+                args += [symbols[i], channels[i] if channels else ""]
+            done += int(await self._finalize(keys=[self.bar_key], args=args))
+        return done
+
+    async def bars(self, symbol: str, interval: str, limit: int) -> list[Bar]:
+        if limit <= 0:
+            return []
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.lrange(self.bars_key(symbol, interval), -limit, -1)
+            pipe.hget(self.bar_key, symbol)
+            finals, state = await pipe.execute()
+        bars = []
+        for raw in finals:
+            try:
+                start, o, h, lo, c, v, n = msgpack.unpackb(raw, raw=False)
+                bars.append(Bar(symbol, interval, int(start), o, h, lo, c, v, int(n), True))
+            except Exception:
+                log.error("store: ignoring a bar of %s %s that is not one: %r", symbol, interval, raw[:80])
+        current = [b for b in _open_bars(symbol, state) if b.interval == interval and not b.final]
+        if current and (not bars or current[0].start > bars[-1].start):
+            bars.append(current[0])
+        return bars[-limit:]
+
+    async def open_bars(self, symbols: Sequence[str]) -> dict[str, list[Bar]]:
+        if not symbols:
+            return {}
+        states = await self.redis.hmget(self.bar_key, list(symbols))
+        found = {s: _open_bars(s, raw) for s, raw in zip(symbols, states, strict=True)}
+        return {s: bars for s, bars in found.items() if bars}
 
     async def catalog(self) -> dict[str, EncodedTick | None]:
         async with self.redis.pipeline(transaction=False) as pipe:

@@ -7,6 +7,10 @@ is one call of publish.lua, which assigns seq, keeps the ticks and PUBLISHes the
 the layer's own message format on its own channel names, in one atomic step, so every
 hub's layer receives them as if from `group_send`, in seq order whatever the number of
 publishers.
+
+Bars travel beside the ticks on a group of their own per symbol, `bars.<SYMBOL>`, joined
+only by hubs with a bar subscriber of the symbol: one message per symbol per publish
+(or finalization) with every bar it changed.
 That needs two private helpers of channels_redis (`_get_layer`,
 `_get_group_channel_name`): this module is the only place that uses them, and
 tests/adapters/test_transport.py fails loudly when a channels_redis release breaks them.
@@ -20,11 +24,15 @@ from typing import Any
 from channels_redis.pubsub import RedisPubSubChannelLayer
 
 from marketstream.adapters.redis_store import RedisStore
-from marketstream.core.store import Store
+from marketstream.core.bars import INTERVALS, Bar, BarUpdate
+from marketstream.core.store import MemoryStore, Store
 from marketstream.core.tick import Draft, EncodedTick
 from marketstream.core.transport import MalformedMessage, TickTransport
 
 GROUP_PREFIX = "tick"
+BARS_PREFIX = "bars"
+INTERVAL_NAMES = list(INTERVALS)  # bars.lua numbers them 1 (1s) to 5 (1h)
+INTERVAL_INDEX = {name: k for k, name in enumerate(INTERVAL_NAMES, 1)}
 
 
 def group_name(prefix: str, symbol: str) -> str:
@@ -43,13 +51,56 @@ def to_message(tick: EncodedTick) -> dict[str, Any]:
     return {"type": "tick", "s": tick.symbol, "q": tick.seq, "m": tick.msgpack, "j": tick.json, "e": tick.epoch}
 
 
-def from_message(message: Any) -> EncodedTick | None:
-    """The tick a layer message carries; None for a message of another type.
-    Raises MalformedMessage when it claims to be a tick and is not one."""
+def bars_message(update: BarUpdate) -> dict[str, Any]:
+    """The channel-layer message that carries a bar update to every hub, in bars.lua's form:
+    `b` the newest bar of each interval k (1 = 1s ... 5 = 1h), 8 numbers each from
+    (k - 1) * 8: start (0: none), o, h, l, c, v, n, final; `c` the intervals whose open bar
+    in `b` changed; `f` the bars made final, each [k, start, o, h, l, c, v, n]."""
+    state: list[Any] = [0] * (8 * len(INTERVALS))
+    changed, finals = [], []
+    for bar in update.bars:
+        k = INTERVAL_INDEX[bar.interval]
+        entry = [bar.start, bar.open, bar.high, bar.low, bar.close, bar.volume, bar.count]
+        if bar.final:
+            finals.append([k, *entry])
+        else:
+            state[(k - 1) * 8 : k * 8] = [*entry, 0]
+            changed.append(k)
+    return {"type": "bars", "s": update.symbol, "b": state, "c": changed, "f": finals}
+
+
+def _interval(k: Any) -> str:
+    if not isinstance(k, int) or not 1 <= k <= len(INTERVAL_NAMES):
+        raise ValueError(f"no interval numbered {k!r}")
+    return INTERVAL_NAMES[k - 1]
+
+
+def _bar_update(message: dict[str, Any]) -> BarUpdate:
+    """The bars a `bars` message carries: the final ones, then the open ones that changed."""
+    symbol, state, changed, finals = message.get("s"), message.get("b"), message.get("c"), message.get("f")
+    if not (isinstance(symbol, str) and isinstance(state, list) and isinstance(changed, list)):
+        raise MalformedMessage("bars message without a symbol, its bars and what changed")
+    if not isinstance(finals, list):
+        raise MalformedMessage("bars message without its final bars")
+    try:
+        bars = [Bar(symbol, _interval(k), int(s), o, h, lo, c, v, int(n), True) for k, s, o, h, lo, c, v, n in finals]
+        for k in changed:
+            s, o, h, lo, c, v, n, final = state[(k - 1) * 8 : k * 8]
+            if not s:
+                raise ValueError(f"interval {k} changed but has no bar")
+            bars.append(Bar(symbol, _interval(k), int(s), o, h, lo, c, v, int(n), final == 1))
+    except (TypeError, ValueError, IndexError) as exc:
+        raise MalformedMessage(f"bars message of {symbol} is not one: {exc}") from exc
+    return BarUpdate(symbol, bars)
+
+
+def from_message(message: Any) -> EncodedTick | BarUpdate | None:
+    """The tick or bar update a layer message carries; None for a message of another type.
+    Raises MalformedMessage when it claims to be one and is not."""
     if not isinstance(message, dict):
         raise MalformedMessage(f"expected a dict message, got {type(message).__name__}")
     if message.get("type") != "tick":
-        return None
+        return _bar_update(message) if message.get("type") == "bars" else None
     try:
         symbol, seq, packed, json = message["s"], int(message["q"]), message["m"], message["j"]
     except (KeyError, TypeError, ValueError) as exc:
@@ -63,12 +114,17 @@ def from_message(message: Any) -> EncodedTick | None:
 
 
 class LayerTransport:
-    """Ticks over any Channels layer, to the groups `<group_prefix>.<SYMBOL>`."""
+    """Ticks over any Channels layer, to the groups `<group_prefix>.<SYMBOL>`, and bars to
+    `<bars_prefix>.<SYMBOL>`. Bars are sent when the store is the in-memory one (the
+    embedded default); a Redis store with another layer than pub/sub keeps them only."""
 
-    def __init__(self, layer: Any, store: Store, group_prefix: str = GROUP_PREFIX) -> None:
+    def __init__(
+        self, layer: Any, store: Store, group_prefix: str = GROUP_PREFIX, bars_prefix: str = BARS_PREFIX
+    ) -> None:
         self.layer = layer
         self.store = store
         self.group_prefix = group_prefix
+        self.bars_prefix = bars_prefix
         self.channel = ""  # this hub's channel, once opened
 
     async def open(self) -> None:
@@ -77,7 +133,7 @@ class LayerTransport:
             # receive lock serves one "specific." channel per process, shared by all.
             self.channel = await self.layer.new_channel()
 
-    async def receive(self) -> EncodedTick:
+    async def receive(self) -> EncodedTick | BarUpdate:
         receive, channel = self.layer.receive, self.channel
         while True:
             tick = from_message(await receive(channel))
@@ -90,24 +146,60 @@ class LayerTransport:
     async def leave(self, symbol: str) -> None:
         await self.layer.group_discard(group_name(self.group_prefix, symbol), self.channel)
 
+    async def join_bars(self, symbol: str) -> None:
+        await self.layer.group_add(group_name(self.bars_prefix, symbol), self.channel)
+
+    async def leave_bars(self, symbol: str) -> None:
+        await self.layer.group_discard(group_name(self.bars_prefix, symbol), self.channel)
+
     async def publish(self, drafts: Sequence[Draft]) -> list[EncodedTick]:
-        ticks = await self.store.append(drafts)
+        store = self.store
+        updates: list[BarUpdate] = []
+        if isinstance(store, MemoryStore):
+            ticks, updates = store.append_with_bars(drafts)
+        else:
+            ticks = await store.append(drafts)
         for tick in ticks:
             await self.layer.group_send(group_name(self.group_prefix, tick.symbol), to_message(tick))
+        await self._send_bars(updates)
         return ticks
+
+    async def finalize_bars(self, symbols: Sequence[str], now_ns: int) -> int:
+        store = self.store
+        if not isinstance(store, MemoryStore):
+            return await store.finalize_bars(symbols, now_ns)
+        updates = store.finalize(symbols, now_ns)
+        await self._send_bars(updates)
+        return sum(len(u.bars) for u in updates)
+
+    async def _send_bars(self, updates: Sequence[BarUpdate]) -> None:
+        for update in updates:
+            await self.layer.group_send(group_name(self.bars_prefix, update.symbol), bars_message(update))
 
 
 class PubSubTransport(LayerTransport):
     """Ticks over channels_redis's pub/sub layer, published by publish.lua as they are kept."""
 
-    def __init__(self, layer: RedisPubSubChannelLayer, store: RedisStore, group_prefix: str = GROUP_PREFIX) -> None:
-        super().__init__(layer, store, group_prefix)
+    def __init__(
+        self,
+        layer: RedisPubSubChannelLayer,
+        store: RedisStore,
+        group_prefix: str = GROUP_PREFIX,
+        bars_prefix: str = BARS_PREFIX,
+    ) -> None:
+        super().__init__(layer, store, group_prefix, bars_prefix)
         self.redis_store = store
 
     async def publish(self, drafts: Sequence[Draft]) -> list[EncodedTick]:
-        loop_layer = self.layer._get_layer()
-        channels = [loop_layer._get_group_channel_name(group_name(self.group_prefix, d.symbol)) for d in drafts]
-        return await self.redis_store.append(drafts, channels)
+        channel_of = self.layer._get_layer()._get_group_channel_name
+        channels = [channel_of(group_name(self.group_prefix, d.symbol)) for d in drafts]
+        bar_channels = [channel_of(group_name(self.bars_prefix, d.symbol)) for d in drafts]
+        return await self.redis_store.append(drafts, channels, bar_channels)
+
+    async def finalize_bars(self, symbols: Sequence[str], now_ns: int) -> int:
+        channel_of = self.layer._get_layer()._get_group_channel_name
+        channels = [channel_of(group_name(self.bars_prefix, s)) for s in symbols]
+        return await self.redis_store.finalize_bars(symbols, now_ns, channels)
 
 
 def transport_for(layer: Any, store: Store, group_prefix: str = GROUP_PREFIX) -> TickTransport:

@@ -14,6 +14,7 @@ from typing import Any, Literal
 import msgpack
 import orjson
 
+from marketstream.core.bars import EncodedBar
 from marketstream.core.tick import EncodedTick
 
 CodecName = Literal["msgpack", "json"]
@@ -41,6 +42,8 @@ _MSGPACK_PREFIX = {
     for kind in ("ticks", "snapshot")
 }
 _JSON_PREFIX = {kind: b'{"type":"' + kind.encode() + b'","ticks":[' for kind in ("ticks", "snapshot")}
+_MSGPACK_BARS = b"\x82" + msgpack.packb("type") + msgpack.packb("bars") + msgpack.packb("bars")
+_JSON_BARS = b'{"type":"bars","bars":['
 
 
 class Codec:
@@ -61,6 +64,12 @@ class Codec:
         if self.binary:
             return b"".join((_MSGPACK_PREFIX[kind], _msgpack_array_header(len(ticks)), *[t.msgpack for t in ticks]))
         return _JSON_PREFIX[kind] + b",".join([t.json for t in ticks]) + b"]}"
+
+    def bars(self, bars: Sequence[EncodedBar]) -> bytes:
+        """Build a ``bars`` frame by joining bars encoded once per process."""
+        if self.binary:
+            return b"".join((_MSGPACK_BARS, _msgpack_array_header(len(bars)), *[b.msgpack for b in bars]))
+        return _JSON_BARS + b",".join([b.json for b in bars]) + b"]}"
 
 
 CODEC: dict[CodecName, Codec] = {name: Codec(name) for name in CODECS}

@@ -53,6 +53,8 @@ class Connection:
         "_send",
         "_stats",
         "_writer",
+        "bars",
+        "bars_sent_at",
         "behind_since",
         "busy_since",
         "clock",
@@ -90,6 +92,8 @@ class Connection:
         self.outbox = Outbox(limits.max_pending, losses)
         self.subscriptions: dict[str, int] = {}
         self.sent_at: dict[str, float] = {}  # symbol -> clock() of the last throttled delivery
+        self.bars: dict[str, tuple[str, ...]] = {}  # symbol -> the bar intervals of its subscription
+        self.bars_sent_at: dict[str, float] = {}  # symbol -> clock() of its last throttled bars
         self.dirty = False  # queued in the fanout's flush list
         self.behind_since: float | None = None  # first conflation since the outbox was last empty
         self.busy_since: float | None = None  # start of the send in progress
@@ -223,10 +227,12 @@ class Connection:
                 self.behind_since = self.clock()
             if outbox.controls:
                 frame = outbox.take_control()
-            else:
+            elif outbox.ticks or outbox.latest:
                 ticks = outbox.take_ticks()
                 frame = self.codec.ticks(ticks)
                 self.ticks_sent += len(ticks)
+            else:
+                frame = self.codec.bars(outbox.take_bars())
             self.busy_since = self.clock()
             try:
                 await send(frame)

@@ -51,14 +51,27 @@ class Fanout:
 
     def put(self, targets: Iterable[Connection], tick: EncodedTick, put: Put = Outbox.put) -> None:
         """Put `tick` into each target's outbox with `put` (`Outbox.put` or `put_latest`)
-        and have the connections that took it flushed. The only place that marks a
-        connection for the flush."""
+        and have the connections that took it flushed. With `mark` (bars), the only
+        places that mark a connection for the flush."""
         dirty = self._dirty
         for conn in targets:
             if put(conn.outbox, tick) and not conn.dirty:
                 conn.dirty = True
                 dirty.append(conn)
         if dirty and not self._scheduled:
+            self._scheduled = True
+            loop = asyncio.get_running_loop()
+            if self.flush_delay > 0:
+                loop.call_later(self.flush_delay, self._start_flush)
+            else:
+                loop.call_soon(self._start_flush)
+
+    def mark(self, conn: Connection) -> None:
+        """Have `conn` flushed with the others (it got something other than a tick: bars)."""
+        if not conn.dirty:
+            conn.dirty = True
+            self._dirty.append(conn)
+        if not self._scheduled:
             self._scheduled = True
             loop = asyncio.get_running_loop()
             if self.flush_delay > 0:

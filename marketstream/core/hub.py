@@ -4,8 +4,9 @@ The hub receives every tick of the symbols its connections want from the tick
 transport, once per process; `Inbound` checks it against its symbol's epoch and seq
 (filling gaps from history, resetting subscribers on a new epoch), and the hub hands it
 to its local subscribers: unthrottled ones through `Fanout`, throttled ones through
-`Throttle`'s buckets. `Subscriptions` routes connections to symbols, joins and leaves
-them on the transport (`Membership`), and owns every ordering rule of subscribing.
+`Throttle`'s buckets. Bar updates (only of symbols with a local bar subscriber) go to
+`BarFan`. `Subscriptions` routes connections to symbols, joins and leaves them on the
+transport (`Membership`), and owns every ordering rule of subscribing.
 
 The edge (the consumer) only parses frames, calls `connect`/`handle`/`detach`, and
 replies to what the hub raises.
@@ -18,6 +19,7 @@ import logging
 import time
 from collections.abc import Callable
 
+from marketstream.core.barfan import BarFan
 from marketstream.core.closes import Close
 from marketstream.core.codec import Codec
 from marketstream.core.connection import Closer, Connection, Send
@@ -61,10 +63,11 @@ class Hub:
         self.losses = Losses()
         self.fanout = Fanout(clock, flush_delay, slow_client_timeout)
         self.throttle = Throttle(self.fanout, clock)
+        self.barfan = BarFan(self.fanout, clock)
         self.inbound = Inbound(store, self._deliver, self._reset, self.losses, self.stats)
         self.history = HistoryReads(store, self.limits.max_recovery)
         self.subscriptions = Subscriptions(
-            store, transport, self.fanout, self.throttle, self.history, self.losses, clock, self._left
+            store, transport, self.fanout, self.throttle, self.history, self.losses, clock, self._left, self.barfan
         )
         self.membership = self.subscriptions.membership
         self.connections: set[Connection] = set()
@@ -88,8 +91,10 @@ class Hub:
             self._receiver.cancel()
             self._receiver = None
         self.throttle.stop()
+        self.barfan.stop()
         self.fanout.stop()
         self.membership.stop()
+        self.subscriptions.bar_membership.stop()
         self.inbound.stop()
         self.history.stop()
 
@@ -107,6 +112,7 @@ class Hub:
         stats = self.stats
         clock = self.clock
         on_tick = self.on_tick
+        on_bars = self.barfan.offer
         while True:
             try:
                 tick = await receive()
@@ -124,7 +130,10 @@ class Hub:
                 continue
             stats.last_message = clock()
             try:
-                on_tick(tick)
+                if isinstance(tick, EncodedTick):
+                    on_tick(tick)
+                else:
+                    on_bars(tick)
             except Exception:
                 log.exception("hub: delivering %r failed", tick)
 
@@ -228,7 +237,11 @@ class Hub:
         if request.op == "ping":
             conn.reply({"type": "pong", "id": request.id, "server_time": now_ns()})
         elif request.op == "list":
-            subs = [{"symbol": s, "throttle_ms": t} for s, t in sorted(conn.subscriptions.items())]
+            bars = conn.bars
+            subs = [
+                {"symbol": s, "throttle_ms": t, "bars": list(bars.get(s, ()))}
+                for s, t in sorted(conn.subscriptions.items())
+            ]
             conn.reply({"type": "subscriptions", "id": request.id, "subscriptions": subs})
         elif request.op == "subscribe":
             try:

@@ -9,17 +9,39 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Iterable
+from typing import Protocol
 
 from marketstream.core.transport import TickTransport
 
 log = logging.getLogger(__name__)
 
 
+class Joins(Protocol):
+    """What a membership joins and leaves: a symbol's ticks (a `TickTransport`), or its bars."""
+
+    async def join(self, symbol: str) -> None: ...
+
+    async def leave(self, symbol: str) -> None: ...
+
+
+class BarGroups:
+    """The bars of symbols on a tick transport, as `Joins`."""
+
+    def __init__(self, transport: TickTransport) -> None:
+        self.transport = transport
+
+    async def join(self, symbol: str) -> None:
+        await self.transport.join_bars(symbol)
+
+    async def leave(self, symbol: str) -> None:
+        await self.transport.leave_bars(symbol)
+
+
 class Membership:
     """Joins and leaves of symbols, one at a time per symbol (a lock each)."""
 
     def __init__(
-        self, transport: TickTransport, routed: Callable[[str], bool], left: Callable[[str], None] | None = None
+        self, transport: Joins, routed: Callable[[str], bool], left: Callable[[str], None] | None = None
     ) -> None:
         self.transport = transport
         self.routed = routed  # whether a local connection still wants the symbol

@@ -17,18 +17,26 @@ Contracts:
 
 Invariant: a symbol's tick in `latest` is newer than its ticks in `ticks`, so taking
 `ticks` then `latest` keeps seq increasing.
+
+Bars (only for connections that asked for them) wait in `bars`, conflated per symbol,
+interval and start: a newer version of a bar replaces the pending one, a final bar is
+never replaced by an open one, and the bars of different starts (a final one and the
+next open one) both stay. They leave in `bars` frames after the pending ticks.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 
+from marketstream.core.bars import EncodedBar
 from marketstream.core.losses import Losses
 from marketstream.core.tick import EncodedTick
 
+BarKey = tuple[str, str, int]  # symbol, interval, start
+
 
 class Outbox:
-    __slots__ = ("conflations", "controls", "last_seq", "latest", "losses", "max_ticks", "ticks")
+    __slots__ = ("bars", "conflations", "controls", "last_seq", "latest", "losses", "max_ticks", "ticks")
 
     def __init__(self, max_ticks: int, losses: Losses | None = None) -> None:
         self.controls: list[bytes] = []  # few at a time; a list is 10x smaller than a deque
@@ -38,12 +46,40 @@ class Outbox:
         self.max_ticks = max_ticks
         self.conflations = 0
         self.losses = losses if losses is not None else Losses()  # the hub's: seqs never received
+        self.bars: dict[BarKey, EncodedBar] | None = None  # made for the first bar
 
     def __len__(self) -> int:
         return len(self.ticks) + len(self.latest)
 
     def __bool__(self) -> bool:
-        return bool(self.controls or self.ticks or self.latest)
+        return bool(self.controls or self.ticks or self.latest or self.bars)
+
+    def put_bar(self, bar: EncodedBar) -> bool:
+        """Queue a bar, replacing a pending older version of it (never a final one by an
+        open one). False if what is pending is as new. Past `max_ticks` pending bars the
+        connection counts as behind (a slow client)."""
+        bars = self.bars
+        if bars is None:
+            bars = self.bars = {}
+        held = bars.get(bar.key)
+        if held is not None and held.rank >= bar.rank:
+            return False
+        bars[bar.key] = bar
+        if len(bars) > self.max_ticks and held is None:
+            self.conflations += 1
+        return True
+
+    def take_bars(self) -> list[EncodedBar]:
+        """Remove and return the pending bars, in the order they were first queued."""
+        bars = self.bars
+        self.bars = None
+        return list(bars.values()) if bars else []
+
+    def discard_bars(self, symbols: Iterable[str], keep: Iterable[str] = ()) -> None:
+        """Remove the pending bars of `symbols`, but those of the intervals in `keep`."""
+        if self.bars:
+            gone, kept = set(symbols), set(keep)
+            self.bars = {k: b for k, b in self.bars.items() if k[0] not in gone or k[1] in kept} or None
 
     def put(self, tick: EncodedTick) -> bool:
         """Queue a tick in order (throttle 0). False if dropped as old.
@@ -164,13 +200,14 @@ class Outbox:
         return merged
 
     def discard(self, symbols: Iterable[str]) -> None:
-        """Remove every pending tick of `symbols` (unsubscribe). Their seq is kept."""
+        """Remove every pending tick and bar of `symbols` (unsubscribe). Their seq is kept."""
         gone = set(symbols)
         if not gone:
             return
         self.ticks = [t for t in self.ticks if t.symbol not in gone]
         for symbol in gone:
             self.latest.pop(symbol, None)
+        self.discard_bars(gone)
 
     def take_ticks(self) -> list[EncodedTick]:
         """Remove and return the pending ticks, in an order that keeps seq increasing."""

@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from marketstream.core.bars import parse_intervals
 from marketstream.core.symbols import normalize
 
 Op = Literal["subscribe", "unsubscribe", "list", "ping"]
@@ -46,6 +47,8 @@ class Request:
     snapshot: bool = True
     # recovery: symbol -> (the last seq the client holds, its epoch or None for "the current one")
     since: dict[str, tuple[int, str | None]] = field(default_factory=dict)
+    # bar intervals of the symbols (in INTERVALS order); None: as before (none for new symbols)
+    bars: tuple[str, ...] | None = None
 
 
 def _type_name(value: object) -> str:
@@ -110,8 +113,14 @@ def parse(value: Any, max_symbols: int = MAX_SYMBOLS_PER_REQUEST) -> Request:
     snapshot = value.get("snapshot", True)
     if not isinstance(snapshot, bool):
         raise RequestError("bad_request", f"'snapshot' must be a bool, got {_type_name(snapshot)}", rid)
+    bars = value.get("bars")
+    if bars is not None:
+        try:
+            bars = parse_intervals(bars)
+        except ValueError as exc:
+            raise RequestError("bad_request", str(exc), rid) from None
     symbols, rejected = normalized(raws)
-    return Request(kind, rid, symbols, rejected, throttle, snapshot, _since(value.get("since"), rid))
+    return Request(kind, rid, symbols, rejected, throttle, snapshot, _since(value.get("since"), rid), bars)
 
 
 def _since(value: Any, rid: int | str | None) -> dict[str, tuple[int, str | None]]:

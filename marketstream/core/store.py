@@ -17,6 +17,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from marketstream.core.bars import DEFAULT_KEEP, Bar, BarBook, BarUpdate
 from marketstream.core.tick import Draft, EncodedTick
 
 MAX_HISTORY_READ = 10_000  # ticks one history read returns at most (PROTOCOL.md: `limit`)
@@ -50,7 +51,8 @@ class Store(Protocol):
 
     async def append(self, drafts: Sequence[Draft]) -> list[EncodedTick]:
         """Assign each draft its symbol's next seq (a new epoch when the symbol's seq was
-        lost), and keep the ticks as snapshots and in history, as one atomic step."""
+        lost), keep the ticks as snapshots and in history, and count them in their
+        symbols' bars, as one atomic step."""
 
     async def snapshots(self, symbols: Sequence[str]) -> dict[str, EncodedTick]:
         """The last tick of each of `symbols` that has one, with its epoch."""
@@ -63,6 +65,17 @@ class Store(Protocol):
         it, oldest first (one round trip for all): what recovering clients missed, read
         no further back than the one that holds the least."""
 
+    async def bars(self, symbol: str, interval: str, limit: int) -> list[Bar]:
+        """The last `limit` bars of `symbol` and `interval`, oldest first: the final ones
+        kept, then the open one (if any)."""
+
+    async def open_bars(self, symbols: Sequence[str]) -> dict[str, list[Bar]]:
+        """The newest bar of each interval of each of `symbols` that has one."""
+
+    async def finalize_bars(self, symbols: Sequence[str], now_ns: int) -> int:
+        """Make final (keep and send) every open bar of `symbols` whose interval ended by
+        `now_ns`, each once however many publishers ask. Returns how many."""
+
     async def catalog(self) -> dict[str, EncodedTick | None]:
         """Every symbol of the catalog with its last tick (None before the first)."""
 
@@ -71,14 +84,18 @@ class Store(Protocol):
 
 
 class MemoryStore:
-    """The embedded default: one process, no Redis. Also the store of unit tests."""
+    """The embedded default: one process, no Redis. Also the store of unit tests.
 
-    def __init__(self, history_length: int = 2000) -> None:
+    `append_with_bars` and `finalize` also return the bar updates to send: the in-memory
+    transport sends them (on Redis, the scripts publish them themselves)."""
+
+    def __init__(self, history_length: int = 2000, bars_keep: int = DEFAULT_KEEP) -> None:
         self.history_length = history_length
         self.symbols: set[str] = set()
         self.last: dict[str, EncodedTick] = {}
         self.epochs: dict[str, str] = {}
         self.ticks: dict[str, collections.deque[EncodedTick]] = {}
+        self.book = BarBook(bars_keep)
 
     async def register(self, symbols: Iterable[str]) -> None:
         self.symbols.update(symbols)
@@ -87,6 +104,34 @@ class MemoryStore:
         return [s in self.symbols for s in symbols]
 
     async def append(self, drafts: Sequence[Draft]) -> list[EncodedTick]:
+        return self.append_with_bars(drafts)[0]
+
+    def append_with_bars(self, drafts: Sequence[Draft]) -> tuple[list[EncodedTick], list[BarUpdate]]:
+        """`append`, and the bars it changed: one update per symbol."""
+        changed: dict[str, dict[tuple[str, int], Bar]] = {}
+        book = self.book
+        for draft in drafts:
+            if draft.price is not None:
+                book.update(draft.symbol, draft.ts, draft.price, draft.size, changed.setdefault(draft.symbol, {}))
+        ticks = self._append(drafts)
+        updates = [BarUpdate(s, [b.copy() for b in bars.values()]) for s, bars in changed.items() if bars]
+        return ticks, updates
+
+    def finalize(self, symbols: Sequence[str], now_ns: int) -> list[BarUpdate]:
+        """`finalize_bars`, returning the updates to send."""
+        return self.book.finalize(symbols, now_ns)
+
+    async def finalize_bars(self, symbols: Sequence[str], now_ns: int) -> int:
+        return sum(len(u.bars) for u in self.finalize(symbols, now_ns))
+
+    async def bars(self, symbol: str, interval: str, limit: int) -> list[Bar]:
+        return self.book.recent(symbol, interval, limit)
+
+    async def open_bars(self, symbols: Sequence[str]) -> dict[str, list[Bar]]:
+        found = {s: self.book.open_bars(s) for s in symbols}
+        return {s: bars for s, bars in found.items() if bars}
+
+    def _append(self, drafts: Sequence[Draft]) -> list[EncodedTick]:
         out = []
         for draft in drafts:
             symbol = draft.symbol
@@ -108,6 +153,7 @@ class MemoryStore:
         self.last.pop(symbol, None)
         self.epochs.pop(symbol, None)
         self.ticks.pop(symbol, None)
+        self.book.forget(symbol)
 
     async def snapshots(self, symbols: Sequence[str]) -> dict[str, EncodedTick]:
         return {s: self.last[s] for s in symbols if s in self.last}

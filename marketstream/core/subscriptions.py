@@ -6,7 +6,9 @@ ordering rule of subscribing and unsubscribing.
 - the snapshot and recovery race: route and join first, read the snapshot or history
   second, and let the outbox drop any seq that is not above the last one sent;
 - a throttle change moves a route without a duplicate or an early delivery;
-- after `unsubscribe` queues its ack, no tick of those symbols is sent.
+- after `unsubscribe` queues its ack, no tick of those symbols is sent;
+- bars (`bars` on subscribe) follow the subscription: its throttle, its end; joined like
+  ticks (route, join the symbol's bars, then read its open bars for the snapshot).
 """
 
 from __future__ import annotations
@@ -15,10 +17,12 @@ import asyncio
 import logging
 from collections.abc import Callable, Iterable
 
+from marketstream.core.barfan import BarFan
+from marketstream.core.bars import Bar
 from marketstream.core.connection import Connection
 from marketstream.core.fanout import Fanout
 from marketstream.core.losses import Losses
-from marketstream.core.membership import Membership
+from marketstream.core.membership import BarGroups, Membership
 from marketstream.core.recovery import HistoryReads, missed
 from marketstream.core.requests import Request
 from marketstream.core.store import History, Store
@@ -46,6 +50,7 @@ class Subscriptions:
         losses: Losses,
         clock: Callable[[], float],
         left: Callable[[str], None],
+        barfan: BarFan | None = None,
     ) -> None:
         self.store = store
         self.fanout = fanout
@@ -54,6 +59,8 @@ class Subscriptions:
         self.losses = losses
         self.clock = clock
         self.membership = Membership(transport, self.routed, left)
+        self.barfan = barfan if barfan is not None else BarFan(fanout, clock)
+        self.bar_membership = Membership(BarGroups(transport), self.barfan.routed)
 
     async def subscribe(self, conn: Connection, request: Request) -> None:
         """Subscribe `conn` to the request's symbols that are in the catalog, that it is
@@ -85,17 +92,23 @@ class Subscriptions:
         throttle = conn.limits.throttle(request.throttle_ms)
         fresh = [s for s in accepted if s not in conn.subscriptions]
         before = {s: conn.subscriptions[s] for s in accepted if s in conn.subscriptions}
+        bars_before = {s: conn.bars[s] for s in before if s in conn.bars}
         since = {s: request.since[s] for s in fresh if s in request.since}  # ignored for the others
         with conn.holding():  # ticks wait behind the ack, the snapshot and the recovered ticks
             try:
                 await asyncio.wait_for(self.membership.join(self._route(conn, accepted, throttle)), STORE_TIMEOUT)
+                new_bars = self._route_bars(conn, accepted, request.bars, throttle)
+                if conn.bars:
+                    with_bars = [s for s in accepted if s in conn.bars]
+                    await asyncio.wait_for(self.bar_membership.join(with_bars), STORE_TIMEOUT)
             except BaseException:
                 # as before the request: the new symbols are not received by this process,
                 # so drop them and what arrived for them meanwhile; the others get their
-                # throttle back
+                # throttle and bars back
                 conn.outbox.discard(self.remove(conn, fresh))
                 for symbol, old in before.items():
                     self._route(conn, [symbol], old)
+                    self.barfan.route(conn, symbol, bars_before.get(symbol, ()), old)
                 raise
             # read after the join: what these return meets the live ticks held meanwhile
             recovered = await self._recoverable(conn, since)
@@ -113,11 +126,52 @@ class Subscriptions:
             }
             if since:
                 ack["recovered"] = {s: s in recovered for s in since}
+            if request.bars is not None:
+                ack["bars"] = list(request.bars)
+                conn.outbox.discard_bars(accepted, request.bars)  # of the intervals no longer wanted
+            bar_snapshot = await self._open_bars(new_bars) if request.snapshot else []
             conn.reply(ack)
             for symbol, (_, ticks) in recovered.items():
                 self._queue_recovered(conn, symbol, since[symbol][0], ticks, throttle)
             wanted_snapshots = [s for s in fresh if s not in recovered and (request.snapshot or s in since)]
             self._queue_snapshot(conn, [snapshots[s] for s in wanted_snapshots if s in snapshots], throttle)
+            if bar_snapshot:
+                self.barfan.snapshot(conn, bar_snapshot)
+                if throttle:
+                    for symbol in {b.symbol for b in bar_snapshot}:
+                        self.barfan.delivered(conn, symbol, self.clock())
+
+    def _route_bars(
+        self, conn: Connection, symbols: list[str], wanted: tuple[str, ...] | None, throttle: int
+    ) -> dict[str, tuple[str, ...]]:
+        """Route the bars of `symbols` to `conn` at `throttle`: `wanted` intervals, or with
+        None those it had. Returns the intervals each symbol gained (for the bars snapshot)."""
+        gained: dict[str, tuple[str, ...]] = {}
+        if wanted is None and not conn.bars:  # the common case: no bars at all
+            return gained
+        for symbol in symbols:
+            old = conn.bars.get(symbol, ())
+            intervals = old if wanted is None else wanted
+            if intervals or old:
+                self.barfan.route(conn, symbol, intervals, throttle)
+            new = tuple(i for i in intervals if i not in old)
+            if new:
+                gained[symbol] = new
+            if old and not intervals and not self.barfan.routed(symbol):
+                self.bar_membership.leave_soon(symbol)
+        return gained
+
+    async def _open_bars(self, wanted: dict[str, tuple[str, ...]]) -> list[Bar]:
+        """The open bars of the intervals in `wanted`, read after the bars were joined; none
+        if the store fails (the live bars follow)."""
+        if not wanted:
+            return []
+        try:
+            found = await asyncio.wait_for(self.store.open_bars(list(wanted)), STORE_TIMEOUT)
+        except Exception:
+            log.exception("bar read failed; subscribing without the open bars")
+            return []
+        return [b for s, bars in found.items() for b in bars if b.interval in wanted[s]]
 
     def unsubscribe(self, conn: Connection, request: Request) -> None:
         """Unsubscribe `conn` from the request's symbols and queue the ack. After this
@@ -237,4 +291,8 @@ class Subscriptions:
             removed.append(symbol)
             if not self.routed(symbol):
                 self.membership.leave_soon(symbol)
+            if symbol in conn.bars:
+                self.barfan.unroute(conn, symbol)
+                if not self.barfan.routed(symbol):
+                    self.bar_membership.leave_soon(symbol)
         return removed

@@ -179,7 +179,7 @@ class Throttle:
             # The loop's timers run on its own clock (uvloop's is cached per iteration and
             # can wake a sleeper early by the length of a busy iteration): check ours.
             due = interval.last_fire + interval.seconds + TIMER_SLACK
-            await _sleep_until(clock, due)
+            await sleep_until(clock, due)
             try:
                 self.fire(interval)
             except Exception:
@@ -188,7 +188,7 @@ class Throttle:
         self.intervals.pop(interval.throttle, None)
 
 
-async def _sleep_until(clock: Callable[[], float], due: float) -> None:
+async def sleep_until(clock: Callable[[], float], due: float) -> None:
     """Sleep until `clock()` reaches `due`, however early the loop's timers fire."""
     left = due - clock()
     while left > 0:

@@ -56,15 +56,28 @@ class Draft:
 
     `msgpack_head` is a map header counting `seq`, every other field, and the key
     "seq"; `json_head` is the JSON object up to `"seq":`. Completing appends the seq
-    (and `}` in JSON): publish.lua does exactly the same on Redis.
+    (and `}` in JSON): publish.lua does exactly the same on Redis. `ts`, `price` and
+    `size` are what the seq authority computes bars from (core/bars.py); a draft without
+    a price counts in no bar.
     """
 
-    __slots__ = ("json_head", "msgpack_head", "symbol")
+    __slots__ = ("json_head", "msgpack_head", "price", "size", "symbol", "ts")
 
-    def __init__(self, symbol: str, msgpack_head: bytes, json_head: bytes) -> None:
+    def __init__(
+        self,
+        symbol: str,
+        msgpack_head: bytes,
+        json_head: bytes,
+        ts: int = 0,
+        price: float | None = None,
+        size: float = 0.0,
+    ) -> None:
         self.symbol = symbol
         self.msgpack_head = msgpack_head
         self.json_head = json_head
+        self.ts = ts
+        self.price = price
+        self.size = size
 
     @classmethod
     def encode(cls, fields: dict[str, Any]) -> Draft:
@@ -72,10 +85,14 @@ class Draft:
         if "seq" in fields or "conflated" in fields:
             raise ValueError("a draft has no seq and no conflated: the seq authority and the hub add them")
         body = b"".join(msgpack.packb(k) + msgpack.packb(v, use_bin_type=True) for k, v in fields.items())
+        price = fields.get("price")
         return cls(
             fields["symbol"],
             _map_header(len(fields) + 1) + body + _SEQ_KEY,
             orjson.dumps(fields)[:-1] + b',"seq":',
+            int(fields.get("ts", 0)),
+            float(price) if isinstance(price, (int, float)) else None,
+            float(fields.get("size", 0.0)),
         )
 
     def complete(self, seq: int, epoch: str = "") -> EncodedTick:

@@ -38,6 +38,13 @@ def tick(symbol: str, seq: int) -> EncodedTick:
     return draft(symbol).complete(seq)
 
 
+async def received(transport: LayerTransport, within: float) -> EncodedTick:
+    """The next message the transport receives, which must be a tick."""
+    got = await asyncio.wait_for(transport.receive(), within)
+    assert isinstance(got, EncodedTick), f"expected a tick, got {got!r}"
+    return got
+
+
 def draft(symbol: str, price: float = 1.5) -> Draft:
     return Draft.encode({"symbol": symbol, "ts": 1, "price": price, "size": 2.0, "bid": 1.4, "ask": 1.6})
 
@@ -98,7 +105,7 @@ async def test_pipelined_publish_reaches_a_hub_in_the_layers_own_format(
     sent = await feed.publish([draft(s) for _ in (1, 2) for s in SYMBOLS])
     assert [(t.symbol, t.seq) for t in sent] == [(s, n) for n in (1, 2) for s in SYMBOLS]
     assert len({t.epoch for t in sent}) == 1 and sent[0].epoch, "new symbols get an epoch"
-    got = [await asyncio.wait_for(hub.receive(), 5) for _ in sent]
+    got = [await received(hub, 5) for _ in sent]
     assert all(same(a, b) for a, b in zip(got, sent, strict=True)), (got, sent)
     assert got[0].msgpack == msgpack.packb({**draft(SYMBOLS[0]).complete(1).decode()}), "the script's bytes are msgpack"
     snapshots = await store.snapshots(SYMBOLS)
@@ -118,8 +125,8 @@ async def test_the_layers_own_group_send_and_the_script_publish_are_read_alike(
     await hub.join("EUR/USD")
     await feed_layer.group_send(group_name("tick", "EUR/USD"), to_message(draft("EUR/USD").complete(7, "e1")))
     (published,) = await PubSubTransport(feed_layer, store).publish([draft("EUR/USD")])
-    first = await asyncio.wait_for(hub.receive(), 5)
-    second = await asyncio.wait_for(hub.receive(), 5)
+    first = await received(hub, 5)
+    second = await received(hub, 5)
     assert (first.symbol, first.seq, first.epoch) == ("EUR/USD", 7, "e1")
     assert same(second, published)
 
@@ -134,10 +141,10 @@ async def test_after_leave_no_tick_of_the_symbol_arrives(
     await hub.join("EUR/USD")
     await hub.leave("AAPL")
     await feed.publish([draft("AAPL"), draft("EUR/USD")])
-    got = await asyncio.wait_for(hub.receive(), 5)
+    got = await received(hub, 5)
     assert got.symbol == "EUR/USD"
     with pytest.raises(TimeoutError):
-        await asyncio.wait_for(hub.receive(), 0.3)
+        await received(hub, 0.3)
 
 
 async def test_two_publishers_of_one_symbol_share_one_gap_free_seq(
@@ -157,7 +164,7 @@ async def test_two_publishers_of_one_symbol_share_one_gap_free_seq(
             await feed.publish([draft("AAPL", price), draft("AAPL", price)])
 
     await asyncio.gather(publish(feeds[0], 1.0), publish(feeds[1], 2.0))
-    got = [await asyncio.wait_for(hub.receive(), 5) for _ in range(200)]
+    got = [await received(hub, 5) for _ in range(200)]
     assert [t.seq for t in got] == list(range(1, 201)), "one seq, in publish order, no gap, no duplicate"
     assert {t.decode()["price"] for t in got} == {1.0, 2.0}, "both publishers' ticks arrived"
     await other_layer.flush()
@@ -190,7 +197,7 @@ async def test_layer_transport_on_the_in_memory_layer() -> None:
     await transport.open()
     await transport.join("BTC/USD")
     await transport.publish([draft("BTC/USD"), draft("ETH/USD"), draft("BTC/USD")])
-    got = [await asyncio.wait_for(transport.receive(), 1) for _ in range(2)]
+    got = [await received(transport, 1) for _ in range(2)]
     assert [(t.symbol, t.seq) for t in got] == [("BTC/USD", 1), ("BTC/USD", 2)]
     assert got[0].epoch and got[0].epoch == got[1].epoch
     assert (await store.snapshots(["ETH/USD"]))["ETH/USD"].seq == 1, "saved even with no hub joined"
@@ -203,9 +210,9 @@ async def test_receive_skips_messages_of_other_types_and_flags_malformed_ticks()
     await layer.send(transport.channel, {"type": "other"})
     await layer.send(transport.channel, {"type": "tick", "s": "AAPL"})
     with pytest.raises(MalformedMessage):
-        await asyncio.wait_for(transport.receive(), 1)
+        await received(transport, 1)
     await layer.send(transport.channel, to_message(tick("AAPL", 3)))
-    assert (await asyncio.wait_for(transport.receive(), 1)).seq == 3
+    assert (await received(transport, 1)).seq == 3
 
 
 @pytest.mark.parametrize(
@@ -226,7 +233,12 @@ def test_from_message_refuses_what_is_not_a_tick(message: object) -> None:
 def test_messages_round_trip_and_group_names_are_one_to_one() -> None:
     t = tick("FX:GBP_USD", 9)
     back = from_message(to_message(t))
-    assert back is not None and (back.symbol, back.seq, back.msgpack, back.json) == (t.symbol, t.seq, t.msgpack, t.json)
+    assert isinstance(back, EncodedTick) and (back.symbol, back.seq, back.msgpack, back.json) == (
+        t.symbol,
+        t.seq,
+        t.msgpack,
+        t.json,
+    )
     assert from_message({"type": "something.else"}) is None
     names = {group_name("tick", s) for s in ["A_B", "A/B", "A:B", "A__B", "A_sB", "A_cB"]}
     assert len(names) == 6

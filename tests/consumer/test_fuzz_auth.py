@@ -72,7 +72,7 @@ MALFORMED = ["", "bad sym", "A" * 33, "aapl ", "FX:*", "*", "ÄAPL", "AAPL\x00",
 CATALOG = ALLOWED_KNOWN + FORBIDDEN_KNOWN
 ENTITLEMENT = Entitlement(["AAPL", "FX:*"])
 MAX_SUBSCRIPTIONS = 2  # fewer than the allowed symbols: limit_exceeded is reachable
-REPLY_TYPES = {"welcome", "ack", "error", "pong", "subscriptions", "snapshot", "ticks", "unsubscribed", "reset"}
+REPLY_TYPES = {"welcome", "ack", "error", "pong", "subscriptions", "snapshot", "ticks", "unsubscribed", "reset", "bars"}
 RESPONSE_TYPES = {"ack", "error", "pong", "subscriptions"}  # one per request
 
 # credentials by label, resolved at run time (tokens are minted when the environment is built)
@@ -537,6 +537,7 @@ requests = st.fixed_dictionaries(
         "throttle_ms": throttles,
         "since": since_maps,
         "snapshot": st.one_of(st.booleans(), json_scalars),
+        "bars": st.one_of(st.lists(st.sampled_from(["1s", "1m", "2s", ""]), max_size=3), json_values),
     },
 )
 plain_requests = st.fixed_dictionaries(  # well-formed ones, to reach acks, snapshots and recovery often
@@ -555,6 +556,7 @@ plain_requests = st.fixed_dictionaries(  # well-formed ones, to reach acks, snap
             max_size=3,
         ),
         "snapshot": st.booleans(),
+        "bars": st.lists(st.sampled_from(["1s", "5s", "1m", "5m", "1h"]), max_size=3),
     },
 )
 frames = st.one_of(
@@ -584,6 +586,9 @@ def check_reply(reply: Any, sent: Any) -> int:
     if kind in ("snapshot", "ticks"):
         symbols = {t["symbol"] for t in reply["ticks"]}
         assert all(ENTITLEMENT.allows(s) for s in symbols), f"ticks of a symbol not entitled: {symbols}"
+    if kind == "bars":
+        symbols = {b["symbol"] for b in reply["bars"]}
+        assert all(ENTITLEMENT.allows(s) for s in symbols), f"bars of a symbol not entitled: {symbols}"
     if kind == "subscriptions":
         assert all(ENTITLEMENT.allows(s["symbol"]) for s in reply["subscriptions"]), reply
     if kind == "ack" and reply.get("op") == "subscribe":

@@ -149,7 +149,7 @@ async def test_list_ping_unsubscribe(app: ASGIApp, publisher: Publisher) -> None
     assert (await receive(comm)) == {
         "type": "subscriptions",
         "id": 1,
-        "subscriptions": [{"symbol": "MSFT", "throttle_ms": 500}],
+        "subscriptions": [{"symbol": "MSFT", "throttle_ms": 500, "bars": []}],
     }
     await comm.send_to(bytes_data=msgpack.packb({"op": "ping", "id": "p"}))
     pong = await receive(comm)

@@ -184,7 +184,7 @@ async def test_resubscribe_changes_throttle_without_duplicates(shared: Shared) -
         ack = await client.subscribe([symbol.lower()], throttle_ms=400)
         assert ack.message["symbols"] == [symbol] and ack.message["throttle_ms"] == 400
         listed = await client.request("list")
-        assert listed.message["subscriptions"] == [{"symbol": symbol, "throttle_ms": 400}]
+        assert listed.message["subscriptions"] == [{"symbol": symbol, "throttle_ms": 400, "bars": []}]
         slow = await client.wait_ticks(symbol, 5, start=ack.index)
         ack0 = await client.subscribe([symbol], throttle_ms=0)
         fast = await client.wait_ticks(symbol, 20, start=ack0.index)
@@ -228,5 +228,5 @@ async def test_no_tick_after_the_unsubscribe_ack(shared: Shared, encoding: str) 
         late = [d for d in client.deliveries() if d.symbol in ("AAPL", "TSLA") and d.index > ack.index]
         assert not late, f"ticks after the unsubscribe ack: {[(d.symbol, d.seq) for d in late]}"
         listed = await client.request("list")
-        assert listed.message["subscriptions"] == [{"symbol": "MSFT", "throttle_ms": 0}]
+        assert listed.message["subscriptions"] == [{"symbol": "MSFT", "throttle_ms": 0, "bars": []}]
         assert_seq_increasing(client.deliveries())

@@ -209,7 +209,7 @@ async def test_subscribing_outside_the_entitlement_is_forbidden(dep: Deployment)
         assert sorted(s["symbol"] for s in listed.message["subscriptions"]) == ["AAPL", "FX:EUR/USD"]
 
 
-async def test_http_catalog_and_history_follow_the_entitlement(dep: Deployment) -> None:
+async def test_http_catalog_history_and_bars_follow_the_entitlement(dep: Deployment) -> None:
     base = hub_a(dep).base
     key = dep.store.create("fx-http", "--symbols", "AAPL,FX:*")
     everything = dep.store.create("everything")
@@ -223,8 +223,12 @@ async def test_http_catalog_and_history_follow_the_entitlement(dep: Deployment) 
     assert answer.status == 403 and answer.json()["error"] == "forbidden", answer
     answer = http(f"{base}/api/v1/history?symbol=AAPL&limit=5", bearer(key))
     assert answer.status == 200 and answer.json()["ticks"], answer
+    answer = http(f"{base}/api/v1/bars?symbol=MSFT&interval=1m", bearer(key))
+    assert answer.status == 403 and answer.json()["error"] == "forbidden", answer
+    answer = http(f"{base}/api/v1/bars?symbol=AAPL&interval=1h", bearer(key))
+    assert answer.status == 200 and answer.json()["bars"], answer
 
-    for path in ("/api/v1/symbols", "/api/v1/history?symbol=AAPL"):
+    for path in ("/api/v1/symbols", "/api/v1/history?symbol=AAPL", "/api/v1/bars?symbol=AAPL&interval=1m"):
         for headers in ({}, bearer("ms_" + "q" * 43)):
             answer = http(base + path, headers)
             assert answer.status == 401, (path, answer)

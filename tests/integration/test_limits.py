@@ -87,7 +87,7 @@ async def test_throttle_is_clamped(limited: Hub, requested: int | None, effectiv
         ack = await client.subscribe(["BTC/USD"], snapshot=False, **fields)
         assert ack.message["throttle_ms"] == effective
         listed = await client.request("list")
-        assert listed.message["subscriptions"] == [{"symbol": "BTC/USD", "throttle_ms": effective}]
+        assert listed.message["subscriptions"] == [{"symbol": "BTC/USD", "throttle_ms": effective, "bars": []}]
 
 
 @pytest.mark.parametrize("encoding", ["msgpack", "json"])

@@ -94,9 +94,9 @@ async def test_requests_with_id_echo(shared: Shared, encoding: str) -> None:
         listed = await client.request("list", id=3)
         assert listed.message["id"] == 3
         assert sorted(listed.message["subscriptions"], key=lambda s: s["symbol"]) == [
-            {"symbol": "AAPL", "throttle_ms": 0},
-            {"symbol": "EUR/USD", "throttle_ms": 0},
-            {"symbol": "MSFT", "throttle_ms": 250},
+            {"symbol": "AAPL", "throttle_ms": 0, "bars": []},
+            {"symbol": "EUR/USD", "throttle_ms": 0, "bars": []},
+            {"symbol": "MSFT", "throttle_ms": 250, "bars": []},
         ]
 
         ack = await client.request("unsubscribe", id="u-1", symbols=["aapl", "msft"])
@@ -104,7 +104,7 @@ async def test_requests_with_id_echo(shared: Shared, encoding: str) -> None:
         assert ack.message["symbols"] == ["AAPL", "MSFT"]
         assert ack.message["rejected"] == {}
         listed = await client.request("list")
-        assert listed.message["subscriptions"] == [{"symbol": "EUR/USD", "throttle_ms": 0}]
+        assert listed.message["subscriptions"] == [{"symbol": "EUR/USD", "throttle_ms": 0, "bars": []}]
 
 
 @pytest.mark.parametrize("encoding", ENCODINGS)
@@ -117,7 +117,7 @@ async def test_requests_in_the_other_codec(shared: Shared, encoding: str) -> Non
         ack = await client.request("subscribe", id=2, symbols=["btc/usd"], binary=other_binary)
         assert ack.message["type"] == "ack" and ack.message["symbols"] == ["BTC/USD"]
         listed = await client.request("list", id=3, binary=other_binary)
-        assert listed.message["subscriptions"] == [{"symbol": "BTC/USD", "throttle_ms": 0}]
+        assert listed.message["subscriptions"] == [{"symbol": "BTC/USD", "throttle_ms": 0, "bars": []}]
         await client.wait_ticks("BTC/USD", 2)
     # the context manager checked that every server frame had the connection's own kind
 

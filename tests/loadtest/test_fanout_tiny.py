@@ -36,6 +36,20 @@ def test_fanout_tiny_scenario(redis_url: str, tmp_path: Path) -> None:
     assert "delivered ticks/s" in done.stdout, "the readable table follows the JSON line"
 
 
+def test_fanout_tiny_with_bars(redis_url: str, tmp_path: Path) -> None:
+    """`--bars`: every client also asks for 1s and 1m bars; they arrive, and the ticks as before."""
+    out = tmp_path / "bars.json"
+    argv = [sys.executable, "-m", "loadtest.fanout", "--scenario", "tiny", "--bars", "--json-out", str(out)]
+    done = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=90)
+    assert done.returncode == 0, f"fanout exited with {done.returncode}:\n{done.stderr[-3000:]}"
+    result = json.loads(out.read_text())["ours"]
+    assert result["scenario"]["bars"] == ["1s", "1m"]
+    assert result["bars_per_s"] > 0 and 0 < result["bar_frames_per_s"] < result["frames_per_s"], result
+    assert 0.95 <= result["delivery_ratio"] <= 1.05, result["delivery_ratio"]
+    assert result["seq_violations"] == 0 and result["error_frames"] == 0
+    assert "bars/s" in done.stdout
+
+
 def test_fanout_tiny_baseline_runs_the_seed_pattern(redis_url: str, tmp_path: Path) -> None:
     """`--baseline-only`: the seed app (loadtest.seed) on the core layer, with its own feed, delivers every tick."""
     out = tmp_path / "baseline.json"

@@ -75,12 +75,19 @@ class Command(BaseCommand):
         # this command's own layer, store and transport (the server builds its own in its lifespan)
         config = settings.MARKETSTREAM
         store = redis_store.RedisStore(
-            redis_store.connect(settings.REDIS_URL), config["PREFIX"], config["HISTORY_MAXLEN"]
+            redis_store.connect(settings.REDIS_URL), config["PREFIX"], config["HISTORY_MAXLEN"], config["BARS_KEEP"]
         )
         publisher = Publisher(store, transport_for(get_channel_layer(), store))
         log.info("runfeed: %d symbols at %.0f ticks/s", len(feed.instruments), options["rate"])
         self.stdout.write(f"runfeed: {len(feed.instruments)} symbols at {options['rate']:.0f} ticks/s", ending="\n")
         self.stdout.flush()
         return await run_feed(
-            feed, publisher, options["rate"], stop, options["duration"], options["ticks"], not options["no_opening"]
+            feed,
+            publisher,
+            options["rate"],
+            stop,
+            options["duration"],
+            options["ticks"],
+            not options["no_opening"],
+            bars=config["BARS_KEEP"] > 0,
         )

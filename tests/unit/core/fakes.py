@@ -8,6 +8,7 @@ from typing import Any
 
 import msgpack
 
+from marketstream.core.bars import BarUpdate
 from marketstream.core.closes import Close
 from marketstream.core.store import MemoryStore
 from marketstream.core.tick import Draft, EncodedTick
@@ -62,9 +63,12 @@ class FakeTransport:
         self.published: list[list[EncodedTick]] = []
         self.fail_join: set[str] = set()
         self.on_join: Callable[[str], Awaitable[None]] | None = None
-        self.inbox: asyncio.Queue[EncodedTick | Exception] = asyncio.Queue()
+        self.inbox: asyncio.Queue[EncodedTick | BarUpdate | Exception] = asyncio.Queue()
+        self.bars_joined: set[str] = set()
+        self.fail_join_bars: set[str] = set()
+        self.bar_updates: list[BarUpdate] = []  # what publish and finalize_bars sent
 
-    def push(self, item: EncodedTick | Exception) -> None:
+    def push(self, item: EncodedTick | BarUpdate | Exception) -> None:
         self.inbox.put_nowait(item)
 
     async def open(self) -> None:
@@ -72,7 +76,7 @@ class FakeTransport:
             raise self.fail_open
         self.opened += 1
 
-    async def receive(self) -> EncodedTick:
+    async def receive(self) -> EncodedTick | BarUpdate:
         item = await self.inbox.get()
         if isinstance(item, Exception):
             raise item
@@ -90,10 +94,24 @@ class FakeTransport:
         self.leaves.append(symbol)
         self.joined.discard(symbol)
 
+    async def join_bars(self, symbol: str) -> None:
+        if symbol in self.fail_join or symbol in self.fail_join_bars:
+            raise ConnectionError(f"cannot join the bars of {symbol}")
+        self.bars_joined.add(symbol)
+
+    async def leave_bars(self, symbol: str) -> None:
+        self.bars_joined.discard(symbol)
+
     async def publish(self, drafts: Sequence[Draft]) -> list[EncodedTick]:
-        ticks = await self.store.append(drafts)
+        ticks, updates = self.store.append_with_bars(drafts)
         self.published.append(ticks)
+        self.bar_updates.extend(updates)
         return ticks
+
+    async def finalize_bars(self, symbols: Sequence[str], now_ns: int) -> int:
+        updates = self.store.finalize(symbols, now_ns)
+        self.bar_updates.extend(updates)
+        return sum(len(u.bars) for u in updates)
 
 
 class Peer:

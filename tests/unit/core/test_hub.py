@@ -311,9 +311,9 @@ async def test_ping_and_list(rig: Rig) -> None:
         "type": "subscriptions",
         "id": 7,
         "subscriptions": [
-            {"symbol": "AAPL", "throttle_ms": 250},
-            {"symbol": "EUR/USD", "throttle_ms": 0},
-            {"symbol": "MSFT", "throttle_ms": 250},
+            {"symbol": "AAPL", "throttle_ms": 250, "bars": []},
+            {"symbol": "EUR/USD", "throttle_ms": 0, "bars": []},
+            {"symbol": "MSFT", "throttle_ms": 250, "bars": []},
         ],
     }
 

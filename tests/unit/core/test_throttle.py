@@ -16,7 +16,7 @@ from marketstream.core.connection import Connection
 from marketstream.core.fanout import Fanout, Put
 from marketstream.core.limits import Limits
 from marketstream.core.outbox import Outbox
-from marketstream.core.throttle import NEVER, Interval, Throttle, _sleep_until
+from marketstream.core.throttle import NEVER, Interval, Throttle, sleep_until
 from marketstream.core.tick import EncodedTick
 from tests.unit.core.fakes import Clock, Peer, settle, tick
 
@@ -232,7 +232,7 @@ async def test_a_failing_fire_does_not_stop_the_interval() -> None:
     th.stop()
 
 
-async def test_sleep_until_checks_its_own_clock() -> None:
+async def testsleep_until_checks_its_own_clock() -> None:
     readings = iter([0.0, 0.005, 0.009, 0.010])
     calls: list[float] = []
 
@@ -240,7 +240,7 @@ async def test_sleep_until_checks_its_own_clock() -> None:
         calls.append(next(readings))
         return calls[-1]
 
-    await _sleep_until(clock, 0.010)
+    await sleep_until(clock, 0.010)
     assert calls == [0.0, 0.005, 0.009, 0.010], "woken early by the loop's timers: sleeps again"
 
 

@@ -96,3 +96,21 @@ async def test_a_failed_publish_is_retried() -> None:
 async def test_a_rate_of_zero_is_refused() -> None:
     with pytest.raises(ValueError, match="rate must be > 0"):
         await run_feed(SimulatedFeed(generated(1)), Publisher(MemoryStore(), FakeTransport()), 0, asyncio.Event())
+
+
+async def test_the_feed_ends_its_bars_on_time_without_ticks() -> None:
+    """One tick, then none: the timer makes its 1s bar final just after the second ends."""
+    store = MemoryStore()
+    transport = FakeTransport(store)
+    publisher = Publisher(store, transport)
+    stop = asyncio.Event()
+    feed = SimulatedFeed(generated(1), seed=4)
+    task = asyncio.create_task(run_feed(feed, publisher, 0.01, stop, opening=False))  # one tick, then 100 s of none
+    await asyncio.sleep(1.05)  # the tick's second has ended by now
+    stop.set()
+    await asyncio.wait_for(task, 1.0)
+    finals = [b for u in transport.bar_updates for b in u.bars if b.final]
+    assert finals[0].interval == "1s" and {b.count for b in finals} == {1}, "made final by the timer"
+    assert len(transport.bar_updates) == 2, "its open bars, then their end: once"
+    opened = await run_feed(feed, publisher, 0.01, stop, opening=False, bars=False)
+    assert opened == 0 and len(transport.bar_updates) == 2, "stopped, and without bars: nothing more"
