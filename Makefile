@@ -3,8 +3,8 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PORT ?= 8000
-# the whole tree, then --strict on the framework-free core and the tests' support code
-MYPY := $(VENV)/bin/mypy . && $(VENV)/bin/mypy --strict marketstream/core tests/support
+# the whole tree, then --strict on the framework-free core, the client library and the tests' support code
+MYPY := $(VENV)/bin/mypy . && $(VENV)/bin/mypy --strict marketstream/core marketstream/client tests/support
 REDIS_CHECK := $(PY) -c "import redis,sys; redis.Redis(host='127.0.0.1', port=6379, socket_connect_timeout=2).ping()"
 
 .PHONY: run test lint fmt install install-dev install-load clean
