@@ -1,7 +1,9 @@
-"""`python manage.py runfeed`: a simulated feed publishing through Redis.
+"""`python manage.py runfeed`: a feed source publishing through Redis.
 
-python manage.py runfeed --symbols AAPL,MSFT --rate 1000
+python manage.py runfeed --symbols AAPL,MSFT --rate 1000          # the simulated walk
 python manage.py runfeed --generated 200 --rate 5000 --seed 7
+python manage.py runfeed --replay ticks.ndjson --speed 10 --loop   # recorded ticks (CSV or NDJSON)
+python manage.py runfeed --replay sample                          # the sample file shipped in feeds/samples/
 """
 
 from __future__ import annotations
@@ -16,7 +18,8 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from feeds.publisher import Publisher
-from feeds.runner import run_feed
+from feeds.replay import SAMPLE, ReplayError, ReplaySource
+from feeds.runner import SimulatedSource, Source, run_source
 from feeds.simulated import SimulatedFeed
 from feeds.universe import DEFAULT_UNIVERSE, by_symbols, generated
 from marketstream.adapters import redis_store
@@ -27,7 +30,7 @@ log = logging.getLogger("feeds")
 
 
 class Command(BaseCommand):
-    help = "Run a simulated feed: a random walk per symbol, published to the hubs through Redis."
+    help = "Run a feed: a simulated random walk per symbol, or a replay of recorded ticks, published through Redis."
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--symbols", help="comma-separated symbols (default: the demo universe)")
@@ -40,12 +43,43 @@ class Command(BaseCommand):
         parser.add_argument(
             "--no-opening", action="store_true", help="do not start with one tick per symbol (the opening quotes)"
         )
+        parser.add_argument(
+            "--replay",
+            metavar="FILE",
+            help="replay recorded ticks from FILE (.csv, .ndjson, .jsonl, optionally .gz; "
+            "'sample': the file shipped with marketstream) instead of the simulated walk",
+        )
+        parser.add_argument("--speed", type=float, default=1.0, help="replay speed factor (default 1; 0: at once)")
+        parser.add_argument("--loop", action="store_true", help="replay the file again and again")
 
     def handle(self, *args: Any, **options: Any) -> None:
         if not settings.REDIS_URL:
             raise CommandError(
                 "runfeed publishes through Redis: set REDIS_URL (the embedded default runs its feed inside the server)"
             )
+        if options["replay"]:
+            source: Source = self._replay(options)
+        else:
+            source = self._simulated(options)
+        sent = asyncio.run(self._run(source, options))
+        self.stdout.write(f"runfeed: published {sent} ticks")
+
+    def _replay(self, options: dict[str, Any]) -> ReplaySource:
+        if options["symbols"] or options["generated"] or options["seed"] is not None or options["ticks"] is not None:
+            raise CommandError(
+                "--replay takes its symbols and ticks from the file: no --symbols, --generated, --seed, --ticks"
+            )
+        if options["speed"] < 0:
+            raise CommandError(f"--speed must be >= 0 (0: as fast as possible), got {options['speed']}")
+        path = SAMPLE if options["replay"] == "sample" else options["replay"]
+        source = ReplaySource(path, options["speed"], options["loop"])
+        try:
+            source.symbols()  # reads and checks the whole file before anything is published
+        except ReplayError as exc:
+            raise CommandError(str(exc)) from None
+        return source
+
+    def _simulated(self, options: dict[str, Any]) -> SimulatedSource:
         if options["symbols"] and options["generated"]:
             raise CommandError("give --symbols or --generated, not both")
         if options["rate"] <= 0:
@@ -64,30 +98,29 @@ class Command(BaseCommand):
         else:
             instruments = DEFAULT_UNIVERSE
         feed = SimulatedFeed(instruments, seed=options["seed"])
-        sent = asyncio.run(self._run(feed, options))
-        self.stdout.write(f"runfeed: published {sent} ticks")
+        return SimulatedSource(feed, options["rate"], options["duration"], options["ticks"], not options["no_opening"])
 
-    async def _run(self, feed: SimulatedFeed, options: dict[str, Any]) -> int:
+    async def _run(self, source: Source, options: dict[str, Any]) -> int:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
+        if options["duration"] is not None and isinstance(source, ReplaySource):
+            loop.call_later(options["duration"], stop.set)
         # this command's own layer, store and transport (the server builds its own in its lifespan)
         config = settings.MARKETSTREAM
         store = redis_store.RedisStore(
             redis_store.connect(settings.REDIS_URL), config["PREFIX"], config["HISTORY_MAXLEN"], config["BARS_KEEP"]
         )
         publisher = Publisher(store, transport_for(get_channel_layer(), store))
-        log.info("runfeed: %d symbols at %.0f ticks/s", len(feed.instruments), options["rate"])
-        self.stdout.write(f"runfeed: {len(feed.instruments)} symbols at {options['rate']:.0f} ticks/s", ending="\n")
+        symbols = source.symbols()
+        if isinstance(source, ReplaySource):
+            what = f"replay of {source.path} ({len(symbols)} symbols) at speed {source.speed:g}"
+            what += ", looping" if source.loop else ""
+        else:
+            what = f"{len(symbols)} symbols at {options['rate']:.0f} ticks/s"
+        log.info("runfeed: %s", what)
+        self.stdout.write(f"runfeed: {what}", ending="\n")
         self.stdout.flush()
-        return await run_feed(
-            feed,
-            publisher,
-            options["rate"],
-            stop,
-            options["duration"],
-            options["ticks"],
-            not options["no_opening"],
-            bars=config["BARS_KEEP"] > 0,
-        )
+        sent = await run_source(source, publisher, stop, bars=config["BARS_KEEP"] > 0)
+        return source.sent if isinstance(source, SimulatedSource) else sent  # the simulated walk's: after its opening
