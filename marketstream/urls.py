@@ -14,6 +14,7 @@ def patterns(with_admin: bool) -> list[URLPattern | URLResolver]:
         path("api/v1/history", views.history, name="history"),
         path("api/v1/bars", views.bars, name="bars"),
         path("api/v1/tokens", views.tokens, name="tokens"),
+        path("api/v1/ticks", views.ticks, name="ticks"),
         path("healthz", views.healthz, name="healthz"),
         path("metrics", views.metrics_view, name="metrics"),
     ]

@@ -12,6 +12,7 @@ from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 from django.conf import settings
+from django.core.exceptions import RequestDataTooBig
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
 from django.views.decorators.csrf import csrf_exempt
@@ -156,6 +157,22 @@ async def bars(request: HttpRequest, services: Services, grant: Grant) -> HttpRe
     except Exception as exc:
         return _error(503, "unavailable", f"bars unavailable: {exc}")
     return JsonResponse({"symbol": symbol, "interval": interval, "bars": [b.as_dict() for b in found]})
+
+
+@csrf_exempt
+@require_POST
+@authenticated
+async def ticks(request: HttpRequest, services: Services, grant: Grant) -> HttpResponse:
+    """`POST /api/v1/ticks` (HTTP ingest, feeds/ingest.py): publish a batch of ticks with a
+    key that may publish; each bad tick is rejected with its reason, the others published."""
+    if not grant.publish or not grant.key_hash:
+        return _error(403, "forbidden", "publishing needs a key with publish permission (createkey --publish)")
+    try:
+        body = request.body
+    except RequestDataTooBig:
+        return _error(413, "too_large", f"the body is larger than {settings.DATA_UPLOAD_MAX_MEMORY_SIZE} bytes")
+    answer = await services.ingest.accept(body, request.content_type or "")
+    return JsonResponse(answer.body, status=answer.status)
 
 
 async def healthz(request: HttpRequest) -> JsonResponse:

@@ -18,6 +18,7 @@ from django.conf import settings
 
 from consumers.gate import Access, Gate, Listener
 from consumers.grants import GrantBook
+from feeds.ingest import Ingest
 from feeds.publisher import Publisher
 from feeds.runner import run_feed
 from feeds.simulated import SimulatedFeed
@@ -89,6 +90,7 @@ class Services:
     transport: TickTransport
     hub: Hub
     gate: Gate
+    ingest: Ingest
     feed: EmbeddedFeed | None = None
     metrics: asyncio.Server | None = None  # the listener of MARKETSTREAM_METRICS_PORT
 
@@ -106,8 +108,11 @@ class Services:
             slow_client_timeout=config["SLOW_CLIENT_TIMEOUT"],
             flush_delay=config["FLUSH_MS"] / 1000,
         )
-        feed = EmbeddedFeed(store, transport) if embedded() else None
-        return cls(layer, store, transport, hub, make_gate(hub, store), feed)
+        # one publisher per process: HTTP ingest's and, on the embedded default, the feed's
+        publisher = Publisher(store, transport)
+        ingest = Ingest(publisher, bars=config["BARS_KEEP"] > 0)
+        feed = EmbeddedFeed(publisher) if embedded() else None
+        return cls(layer, store, transport, hub, make_gate(hub, store), ingest, feed)
 
     async def start(self) -> None:
         """Load the grants, start the embedded feed (its failure is raised), then the hub.
@@ -130,6 +135,7 @@ class Services:
             self.metrics.close()
         if self.feed is not None:
             await self.feed.close()
+        await self.ingest.close()
         await self.gate.stop()
         await self.hub.stop()
 
@@ -137,8 +143,8 @@ class Services:
 class EmbeddedFeed:
     """The simulated feed inside the server process on the embedded default."""
 
-    def __init__(self, store: Store, transport: TickTransport) -> None:
-        self.publisher = Publisher(store, transport)
+    def __init__(self, publisher: Publisher) -> None:
+        self.publisher = publisher
         self.stop = asyncio.Event()
         self.task: asyncio.Task[int] | None = None
 
