@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import sys
 import tempfile
 import urllib.error
 import urllib.request
@@ -31,6 +32,7 @@ from loadtest.services import (
     free_port,
     redis_ping,
     service_env,
+    spawn,
     start_feed,
     start_hub,
     start_redis,
@@ -162,6 +164,13 @@ class Processes:
         if wait:
             wait_snapshots(feed, prefix, symbols, redis_url)
         return feed
+
+    def replay(
+        self, prefix: str, path: str | Path, *args: str, redis_url: str = REDIS_URL, env: dict[str, str] | None = None
+    ) -> Service:
+        """Start `manage.py runfeed --replay PATH ARGS` (`--speed 2`, `--loop`); does not wait."""
+        argv = [sys.executable, "manage.py", "runfeed", "--replay", str(path), *args]
+        return self.add(spawn("replay", argv, service_env(redis_url, prefix, env, clean=True), self.log_dir))
 
     def redis_server(self, port: int) -> Service:
         """A private, throw-away redis-server on `port` (no persistence); waits until it answers."""
