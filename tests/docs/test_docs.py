@@ -31,6 +31,26 @@ def test_the_protocol_page_example_runs_as_written(embedded_hub: int, tmp_path: 
     assert any(line.startswith("ticks ") for line in lines), out
 
 
+CLIENT_EXPECTS = [  # for each python block of docs/client.md, what its output must contain
+    ["subscribed: ('AAPL', 'EUR/USD')", "snapshot: True", "conflated:", "gaps: 0"],
+    ["connection: Connected(", "1s bar"],
+    ["MSFT seqs: ["],
+    ["{'AAPL': 0, 'MSFT': 0}"],
+]
+
+
+def test_the_client_page_examples_run_as_written(embedded_hub: int, tmp_path: Path) -> None:
+    blocks = python_blocks((ROOT / "docs" / "client.md").read_text())
+    assert len(blocks) == len(CLIENT_EXPECTS), "an example was added or removed: say what it prints"
+    for n, (block, expected) in enumerate(zip(blocks, CLIENT_EXPECTS, strict=True)):
+        script = tmp_path / f"client_{n}.py"
+        script.write_text(block.replace("127.0.0.1:8000", f"127.0.0.1:{embedded_hub}"))
+        run = subprocess.run([sys.executable, "-u", str(script)], capture_output=True, text=True, timeout=30, cwd=ROOT)
+        assert run.returncode == 0, f"example {n + 1} failed:\n{block}\n{run.stdout}\n{run.stderr}"
+        for text in expected:
+            assert text in run.stdout, f"example {n + 1} did not print {text!r}:\n{run.stdout}"
+
+
 def test_the_landing_page_is_served(embedded_hub: int) -> None:
     with urllib.request.urlopen(f"http://127.0.0.1:{embedded_hub}/", timeout=5) as r:
         page = r.read().decode()
