@@ -8,7 +8,8 @@ by every publisher of a symbol.
 
 The publisher also ends bars on time (`finalize_bars`, called by the feed's timer every
 second): never while one of its own batches is in flight, so that none of its ticks
-stamped before a bar's end arrives after the bar was made final.
+stamped before a bar's end arrives after the bar was made final (a batch that waited for
+the lock across a whole second is stamped again).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import logging
 from collections.abc import Sequence
 
 from feeds.simulated import Quote, TimedQuote
+from marketstream.core.bars import NS
 from marketstream.core.store import Store
 from marketstream.core.tick import Draft, EncodedTick, now_ns
 from marketstream.core.transport import TickTransport
@@ -32,6 +34,7 @@ class Publisher:
         self.store = store
         self.transport = transport
         self._lock = asyncio.Lock()  # a batch, or a finalization, at a time
+        self._last_ts = 0  # the ts of the last batch published
 
     async def prepare(self, symbols: Sequence[str]) -> None:
         """Register `symbols` in the catalog."""
@@ -58,10 +61,23 @@ class Publisher:
         return drafts
 
     async def publish(self, quotes: Sequence[Quote | TimedQuote]) -> list[EncodedTick]:
-        """Publish a batch of quotes as ticks; returns them with their seq and epoch."""
+        """Publish a batch of quotes as ticks; returns them with their seq and epoch.
+
+        The batch is encoded before the lock is taken, so that one batch is encoded while
+        the previous one is in the store; it is stamped again inside the lock if a whole
+        second began meanwhile (a bar may have been made final since: its ticks must all
+        be in first) or a batch stamped later went out first (so that, with a clock that
+        does not go back, ts never goes back in one publisher's order).
+        """
+        if not quotes:
+            return []
+        drafts = self.stamp(quotes)
         async with self._lock:
-            drafts = self.stamp(quotes)
-            return await self.transport.publish(drafts) if drafts else []
+            stamped = drafts[0].ts
+            if stamped < self._last_ts or stamped // NS != now_ns() // NS:
+                drafts = self.stamp(quotes)
+            self._last_ts = drafts[0].ts
+            return await self.transport.publish(drafts)
 
     async def finalize_bars(self, symbols: Sequence[str]) -> int:
         """Make final the bars of `symbols` whose interval has ended (now, by this

@@ -11,6 +11,7 @@ import time
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
+import orjson
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
 from django.http import HttpRequest, HttpResponse, JsonResponse
@@ -172,7 +173,7 @@ async def ticks(request: HttpRequest, services: Services, grant: Grant) -> HttpR
     except RequestDataTooBig:
         return _error(413, "too_large", f"the body is larger than {settings.DATA_UPLOAD_MAX_MEMORY_SIZE} bytes")
     answer = await services.ingest.accept(body, request.content_type or "")
-    return JsonResponse(answer.body, status=answer.status)
+    return HttpResponse(orjson.dumps(answer.body), content_type="application/json", status=answer.status)
 
 
 async def healthz(request: HttpRequest) -> JsonResponse:

@@ -207,3 +207,22 @@ async def test_a_quote_with_its_sources_time_keeps_it_as_src_ts() -> None:
     assert "src_ts" not in plain.decode()
     history = await store.history("AAPL", None, 10)
     assert history.ticks[0].decode()["src_ts"] == 1_700_000_000_123_456_789, "kept through history"
+
+
+async def test_a_batch_encoded_before_the_lock_is_stamped_again_when_a_second_began(
+    store: MemoryStore, transport: FakeTransport, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Batches are encoded outside the lock; one that waited across a whole second (a bar
+    may have been made final meanwhile), or after a batch stamped later, gets a new ts."""
+    clock = [1_764_150_000_900_000_000]
+    monkeypatch.setattr("feeds.publisher.now_ns", lambda: clock[0])
+    publisher = Publisher(store, transport)
+    await publisher._lock.acquire()
+    waiting = asyncio.ensure_future(publisher.publish([quote("AAPL")]))
+    await asyncio.sleep(0)  # stamped at .900, now waiting for the lock
+    clock[0] += 200_000_000  # the next second began
+    publisher._lock.release()
+    (tick,) = await waiting
+    assert tick.decode()["ts"] == 1_764_150_001_100_000_000, "stamped again inside the lock"
+    (same,) = await publisher.publish([quote("AAPL")])
+    assert same.decode()["ts"] == clock[0], "no second began, no later batch went first: stamped once"
