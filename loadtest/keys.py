@@ -54,13 +54,15 @@ def _manage(args: list[str], env: dict[str, str], timeout: float = 120.0) -> str
     return done.stdout
 
 
-def create_key_database(data_dir: Path, name: str = "bench") -> KeyDatabase:
-    """Migrate a SQLite database in `data_dir` and create the key `name` in it."""
+def create_key_database(data_dir: Path, name: str = "bench", publish: bool = False) -> KeyDatabase:
+    """Migrate a SQLite database in `data_dir` and create the key `name` in it (with
+    `publish`, a key that may publish: HTTP ingest)."""
     env = {"MARKETSTREAM_DATA_DIR": str(data_dir), "MARKETSTREAM_ANONYMOUS": "false", "DATABASE_URL": ""}
     manage_env = service_env(None, None, {**env, "LOG_LEVEL": "WARNING"}, clean=True)
     _manage(["migrate", "--noinput"], manage_env)
     argv = ["createkey", "--name", name, "--max-connections", str(MAX_CONNECTIONS)]
     argv += ["--max-requests-per-s", str(MAX_REQUESTS_PER_S)]
+    argv += ["--publish"] if publish else []
     key = _manage(argv, manage_env).strip()
     if not key.startswith("ms_"):
         raise ServiceError(f"manage.py createkey printed {key[:20]!r}..., expected a key (ms_...)")
@@ -68,10 +70,10 @@ def create_key_database(data_dir: Path, name: str = "bench") -> KeyDatabase:
 
 
 @contextlib.contextmanager
-def key_database(name: str = "bench") -> Iterator[KeyDatabase]:
+def key_database(name: str = "bench", publish: bool = False) -> Iterator[KeyDatabase]:
     """A temporary key database with one key (see the module docstring); removed on exit."""
     data_dir = Path(tempfile.mkdtemp(prefix="marketstream-keys-"))
     try:
-        yield create_key_database(data_dir, name)
+        yield create_key_database(data_dir, name, publish)
     finally:
         shutil.rmtree(data_dir, ignore_errors=True)
