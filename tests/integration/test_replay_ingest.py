@@ -73,8 +73,10 @@ def test_replay_reproduces_a_file_in_order_at_the_speed_asked(procs: Processes, 
     late = [
         (t["ts"] - first["ts"]) / NS - (t["src_ts"] - first["src_ts"]) / NS / 2 for t in published
     ]  # seconds behind the schedule at speed 2
+    span = (published[-1]["ts"] - first["ts"]) / NS
     assert min(late) > -0.005, "never early"
-    assert max(late) < 0.15, f"at speed 2: 1.95 s of ticks in {(published[-1]['ts'] - first['ts']) / NS:.3f} s"
+    assert sorted(late)[len(late) // 2] < 0.1, f"mostly on time at speed 2: {sorted(late)}"
+    assert 0.97 <= span < 1.5, f"1.95 s of ticks at speed 2 took {span:.3f} s (at speed 1: 1.95 s)"
 
 
 def test_the_sample_file_replays_whole(procs: Processes, prefix: str) -> None:

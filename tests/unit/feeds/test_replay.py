@@ -49,7 +49,7 @@ async def test_the_file_is_replayed_in_order_at_the_speed_asked(tmp_path: Path) 
     assert [q[1] for q in quotes] == [10.0 + i for i in range(9)], "the file's order"
     assert [q[5:] for q in quotes] == [(t,) for t in times], "the record's time kept as src_ts"
     elapsed = batches[-1][0] - start
-    assert 0.38 <= elapsed <= 0.6, f"0.8 s of ticks at speed 2: {elapsed:.3f} s"
+    assert 0.38 <= elapsed <= 0.7, f"0.8 s of ticks at speed 2 (at speed 1: 0.8 s): {elapsed:.3f} s"
 
 
 async def test_speed_zero_is_at_once_and_loop_starts_again(tmp_path: Path) -> None:
