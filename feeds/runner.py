@@ -30,7 +30,8 @@ async def run_feed(
     bars: bool = True,
 ) -> int:
     """Publish `rate` ticks per second (over all symbols) until `stop` is set, `duration`
-    seconds pass or `max_ticks` are sent. Returns the number of ticks published after
+    seconds pass or `max_ticks` are sent. The symbols go into the catalog first, with
+    their names, kinds and reference prices. Returns the number of ticks published after
     the opening: with `opening`, one tick per symbol first, so every symbol has a
     snapshot from the start. `ready` is set once the symbols are in the catalog and the
     opening is published.
@@ -42,7 +43,7 @@ async def run_feed(
     if rate <= 0:
         raise ValueError(f"rate must be > 0 ticks/s, got {rate}")
     symbols = [i.symbol for i in feed.instruments]
-    await publisher.prepare(symbols)
+    await publisher.prepare(symbols, feed.infos())
     timer = asyncio.get_running_loop().create_task(finalize_bars(publisher, symbols, stop)) if bars else None
     try:
         return await _run(feed, publisher, rate, stop, duration, max_ticks, opening, ready)

@@ -73,18 +73,29 @@ def authenticated(view: ApiView) -> Callable[[HttpRequest], Coroutine[Any, Any, 
 
 @authenticated
 async def symbols(request: HttpRequest, services: Services, grant: Grant) -> HttpResponse:
-    """The catalog of what the caller may see: each symbol with its epoch and last tick
-    (null before its first)."""
+    """The catalog of what the caller may see: each symbol with its name, kind, epoch,
+    reference price and last tick (null before its first; name, kind and reference null
+    when no publisher described the symbol)."""
+    store = services.store
     try:
-        catalog = await asyncio.wait_for(services.store.catalog(), 2.0)
+        catalog, infos = await asyncio.wait_for(asyncio.gather(store.catalog(), store.descriptions()), 2.0)
     except Exception as exc:
         return JsonResponse({"error": "unavailable", "message": f"catalog unavailable: {exc}"}, status=503)
     allows = grant.entitlement.allows
-    entries = [
-        {"symbol": s, "epoch": t.epoch if t else None, "last": t.decode() if t else None}
-        for s, t in catalog.items()
-        if allows(s)
-    ]
+    entries = []
+    for s, t in catalog.items():
+        if allows(s):
+            info = infos.get(s)
+            entries.append(
+                {
+                    "symbol": s,
+                    "name": info.name if info else None,
+                    "kind": info.kind if info else None,
+                    "epoch": t.epoch if t else None,
+                    "reference": info.reference if info else None,
+                    "last": t.decode() if t else None,
+                }
+            )
     return JsonResponse({"symbols": entries})
 
 
