@@ -19,8 +19,11 @@ def patterns(with_admin: bool) -> list[URLPattern | URLResolver]:
     ]
     if with_admin:
         routes.append(path("admin/", admin.site.urls))
-        # the admin's CSS and scripts (uvicorn serves no static files; a local admin needs no CDN)
-        routes.append(re_path(r"^static/(?P<path>.*)$", serve, {"insecure": True}))
+    # The dashboard's modules, styles and vendored libraries, and the admin's: uvicorn serves no
+    # static files, and the page must work without a proxy or a CDN (`make run`). Django's
+    # staticfiles view serves only what its finders find (marketstream/static/, the apps'
+    # static/), with Last-Modified; a proxy in front may serve `collectstatic`'s copy instead.
+    routes.append(re_path(r"^static/(?P<path>.*)$", serve, {"insecure": True}))
     return routes
 
 
