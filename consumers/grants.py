@@ -154,6 +154,7 @@ class GrantBook:
         self._wanted = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self.loaded = False  # the database answered at least once
+        self._failure: str | None = None  # the last reload's error, while reloads fail
         self.reloads = 0
 
     async def start(self) -> None:
@@ -247,15 +248,18 @@ class GrantBook:
     async def _reload(self) -> None:
         try:
             fresh = await run_db(self.executor, lambda: load(self.defaults, self.key_max_connections))
-        except Exception as exc:
-            level = logging.WARNING if self.loaded else logging.ERROR
-            log.log(
-                level,
-                "cannot read keys from the database (%s: %s); run `python manage.py migrate`?",
-                type(exc).__name__,
-                exc,
-            )
+        except Exception as exc:  # keep the grants held: a database blip revokes nothing
+            failure = f"{type(exc).__name__}: {exc}"
+            if failure != self._failure:  # once per kind of failure, not at every refresh
+                hint = "" if self.loaded else "; run `python manage.py migrate`?"
+                log.error(
+                    "cannot read keys from the database (%s)%s; keeping %d grants", failure, hint, len(self.grants)
+                )
+            self._failure = failure
             return
+        if self._failure is not None:
+            log.info("keys read from the database again")
+            self._failure = None
         old, self.grants = self.grants, fresh
         self._by_hash = {g.key_hash: gid for gid, g in fresh.items() if g.key_hash}
         self.loaded = True

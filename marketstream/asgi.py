@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Mapping
 from typing import Any
 
 from django.core.asgi import get_asgi_application
@@ -20,6 +21,8 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "marketstream.settings")
 django_app = get_asgi_application()
 
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
+from django.core.handlers.asgi import ASGIHandler  # noqa: E402
+from django.test.utils import override_settings  # noqa: E402
 
 from consumers.routing import websocket_urlpatterns  # noqa: E402
 from marketstream import redaction  # noqa: E402
@@ -55,9 +58,42 @@ async def lifespan(scope: dict[str, Any], receive: Any, send: Any) -> None:
             return
 
 
+class LeanHandler(ASGIHandler):
+    """Django for the API, /healthz and /metrics, without the middleware stack.
+
+    Those views need no session, CSRF or messages middleware (credentials are the gate's,
+    read from the request itself), and each `MiddlewareMixin` runs its hooks through a
+    thread hop: measured, about 3.5 ms of CPU per request with the stack, most of it
+    starting threads. Views' exceptions still become responses.
+    """
+
+    def load_middleware(self, is_async: bool = False) -> None:
+        with override_settings(MIDDLEWARE=[]):
+            super().load_middleware(is_async)
+
+
+LEAN_PATHS = ("/api/", "/healthz", "/metrics")
+NOSNIFF = (b"x-content-type-options", b"nosniff")  # what SecurityMiddleware would add to JSON
+lean_app = LeanHandler()
+
+
+async def http(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    """HTTP: the API, health and metrics without middleware; pages and the admin with it."""
+    if not scope["path"].startswith(LEAN_PATHS):
+        await django_app(scope, receive, send)
+        return
+
+    async def send_nosniff(message: Mapping[str, Any]) -> None:
+        if message["type"] == "http.response.start":
+            message = {**message, "headers": [*message.get("headers", []), NOSNIFF]}
+        await send(message)
+
+    await lean_app(scope, receive, send_nosniff)
+
+
 application = ProtocolTypeRouter(
     {
-        "http": django_app,
+        "http": http,
         "websocket": URLRouter(websocket_urlpatterns),
         "lifespan": lifespan,
     }

@@ -59,12 +59,7 @@ class Fanout:
                 conn.dirty = True
                 dirty.append(conn)
         if dirty and not self._scheduled:
-            self._scheduled = True
-            loop = asyncio.get_running_loop()
-            if self.flush_delay > 0:
-                loop.call_later(self.flush_delay, self._start_flush)
-            else:
-                loop.call_soon(self._start_flush)
+            self._schedule()
 
     def mark(self, conn: Connection) -> None:
         """Have `conn` flushed with the others (it got something other than a tick: bars)."""
@@ -72,12 +67,16 @@ class Fanout:
             conn.dirty = True
             self._dirty.append(conn)
         if not self._scheduled:
-            self._scheduled = True
-            loop = asyncio.get_running_loop()
-            if self.flush_delay > 0:
-                loop.call_later(self.flush_delay, self._start_flush)
-            else:
-                loop.call_soon(self._start_flush)
+            self._schedule()
+
+    def _schedule(self) -> None:
+        """Flush on the next loop turn, or after `flush_delay` seconds."""
+        self._scheduled = True
+        loop = asyncio.get_running_loop()
+        if self.flush_delay > 0:
+            loop.call_later(self.flush_delay, self._start_flush)
+        else:
+            loop.call_soon(self._start_flush)
 
     def stop(self) -> None:
         for task in self._flushing:

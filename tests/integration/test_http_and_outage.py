@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import re
 import signal
+import urllib.request
 
 import pytest
 
@@ -64,6 +65,18 @@ async def test_embedded_mode_serves_ticks_alone(procs: Processes, encoding: str)
             await client.wait_ticks(symbol, 3)
         assert client.of_type("snapshot"), "no snapshot on the embedded default"
         assert_seq_increasing(client.deliveries())
+    # the API, health and metrics skip Django's middleware (marketstream.asgi.LeanHandler);
+    # pages keep it: SecurityMiddleware's Referrer-Policy marks which stack answered
+    for path, middleware in (("/healthz", False), ("/api/v1/symbols", False), ("/metrics", False), ("/", True)):
+        status, headers = await asyncio.to_thread(headers_of, hub.port, path)
+        assert status == 200, path
+        assert headers.get("x-content-type-options") == "nosniff", path
+        assert (headers.get("referrer-policy") is not None) is middleware, path
+
+
+def headers_of(port: int, path: str) -> tuple[int, dict[str, str]]:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as response:
+        return response.status, {name.lower(): value for name, value in response.headers.items()}
 
 
 async def redis_outage_setup(procs: Processes) -> tuple[int, str, Service]:
