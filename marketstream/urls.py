@@ -1,9 +1,8 @@
 from django.conf import settings
 from django.contrib import admin
-from django.contrib.staticfiles.views import serve
 from django.urls import URLPattern, URLResolver, path, re_path
 
-from marketstream import views
+from marketstream import assets, views
 
 
 def patterns(with_admin: bool) -> list[URLPattern | URLResolver]:
@@ -19,11 +18,8 @@ def patterns(with_admin: bool) -> list[URLPattern | URLResolver]:
     ]
     if with_admin:
         routes.append(path("admin/", admin.site.urls))
-    # The dashboard's modules, styles and vendored libraries, and the admin's: uvicorn serves no
-    # static files, and the page must work without a proxy or a CDN (`make run`). Django's
-    # staticfiles view serves only what its finders find (marketstream/static/, the apps'
-    # static/), with Last-Modified; a proxy in front may serve `collectstatic`'s copy instead.
-    routes.append(re_path(r"^static/(?P<path>.*)$", serve, {"insecure": True}))
+    # the dashboard's modules, styles and vendored libraries, and the admin's (marketstream/assets.py)
+    routes.append(re_path(r"^static/(?P<path>.*)$", assets.serve, name="static"))
     return routes
 
 

@@ -37,7 +37,14 @@ def services_of(request: HttpRequest) -> Services:
 
 
 async def index(request: HttpRequest) -> HttpResponse:
-    return render(request, "index.html", {"embedded": embedded()})
+    """The dashboard (marketstream/static/dashboard/, docs/dashboard.md). It asks for a key
+    first when the hub would not admit this visitor without one."""
+    try:
+        services = services_of(request)
+        key_required = not await services.gate.admits_without_key(credentials_of(request.headers.items(), None))
+    except RuntimeError:
+        key_required = False  # no services: the page finds out and says so
+    return render(request, "index.html", {"embedded": embedded(), "key_required": key_required})
 
 
 def _error(status: int, code: str, message: str) -> JsonResponse:

@@ -53,5 +53,5 @@ def test_the_page_preloads_every_module_of_its_first_script() -> None:
     preloaded = set(re.findall(r"""<link rel="modulepreload" href="\{% static '([^']+)' %\}">""", TEMPLATE.read_text()))
     graph = static_graph("dashboard/main.js")
     assert "dashboard/chart.js" not in graph, "the chart's library loads after the stream has started"
-    assert "vendor/msgpack/Decoder.mjs" in graph
+    assert "dashboard/codec.js" in graph
     assert preloaded == graph, f"index.html: preload {sorted(graph - preloaded)}, not {sorted(preloaded - graph)}"

@@ -160,7 +160,7 @@ class RedisStore:
             if info is None:
                 log.error("store: ignoring a description of %r that is not one: %r", symbol, raw[:80])
             else:
-                found[symbol.decode()] = info
+                found[symbol.decode() if isinstance(symbol, bytes) else symbol] = info
         return found
 
     def bars_key(self, symbol: str, interval: str) -> str:

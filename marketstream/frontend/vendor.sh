@@ -20,13 +20,13 @@ cp "$here/package.json" "$here/package-lock.json" "$work/"
 (cd "$work" && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error)
 nm="$work/node_modules"
 rm -rf "$out/lightweight-charts" "$out/msgpack"
-mkdir -p "$out/lightweight-charts" "$out/msgpack/utils"
+mkdir -p "$out/lightweight-charts" "$out/msgpack"
 cp "$nm/lightweight-charts/dist/lightweight-charts.standalone.production.mjs" "$nm/lightweight-charts/LICENSE" \
    "$out/lightweight-charts/"
 # the standalone build bundles fancy-canvas (MIT, TradingView), whose package has no licence file: see README.md
 grep -q '"license": "MIT"' "$nm/fancy-canvas/package.json"
-cp "$nm/@msgpack/msgpack/dist.esm/"*.mjs "$nm/@msgpack/msgpack/LICENSE" "$out/msgpack/"
-cp "$nm/@msgpack/msgpack/dist.esm/utils/"*.mjs "$out/msgpack/utils/"
+# the one-file build (a classic script: globalThis.MessagePack); its ES modules are 17 files to fetch
+cp "$nm/@msgpack/msgpack/dist.umd/msgpack.min.js" "$nm/@msgpack/msgpack/LICENSE" "$out/msgpack/"
 if [ "${UPDATE:-}" = 1 ]; then
   (cd "$out" && find lightweight-charts msgpack -type f | LC_ALL=C sort | xargs sha256sum > SHA256SUMS)
   echo "vendor: wrote $out/SHA256SUMS"

@@ -1,0 +1,245 @@
+"""The dashboard against a real hub and feed on Redis: what a first-time visitor sees, the
+watchlist, the quote board, the chart, throttles, the phone width, and `make run`'s page.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+from pathlib import Path
+
+from playwright.sync_api import expect
+
+from tests.browser.conftest import PHONE, DashboardHub, OpenPage, Tab
+
+DEFAULT_WATCHLIST = ["AAPL", "MSFT", "NVDA", "SPY", "EUR/USD", "USD/JPY", "BTC/USD", "ETH/USD"]
+LIVE = 10_000  # ms: generous on a loaded machine; the first tick's time is asserted separately
+
+
+def shown_symbols(tab: Tab) -> list[str]:
+    return list(tab.page.locator("#rows tr").evaluate_all("rows => rows.map(r => r.dataset.symbol)"))
+
+
+def go_live(tab: Tab) -> None:
+    expect(tab.page.locator("#status")).to_have_text("live", timeout=LIVE)
+
+
+def wait_js(tab: Tab, expression: str, timeout: float = 10_000) -> None:
+    """Wait until `expression` (with `s` = the page's stats) is true."""
+    tab.page.wait_for_function(
+        f"(() => {{ const s = window.marketstream.stats(); return {expression}; }})()", timeout=timeout
+    )
+
+
+def test_a_first_visit_streams_a_default_watchlist_with_a_chart(
+    open_page: OpenPage, dashboard_hub: DashboardHub, tmp_path: Path
+) -> None:
+    tab = open_page(dashboard_hub.url)
+    page = tab.page
+    go_live(tab)
+    expect(page.locator("#rows tr")).to_have_count(len(DEFAULT_WATCHLIST))
+    assert shown_symbols(tab) == DEFAULT_WATCHLIST, "a few equities, FX and crypto pairs of the catalog"
+    wait_js(tab, "s.perf.firstTick !== null")
+    first_tick_ms = tab.stats()["perf"]["firstTick"]
+    assert first_tick_ms < 1000, f"the first tick came {first_tick_ms:.0f} ms after the navigation started"
+
+    # names, prices that change, and change from the catalog's reference
+    aapl = page.locator('#rows tr[data-symbol="AAPL"]')
+    expect(aapl.locator(".name")).to_have_text("Apple Inc.")
+    last = aapl.locator("td.last")
+    expect(last).to_have_text(re.compile(r"^\d+\.\d\d$"))
+    before = last.inner_text()
+    expect(last).not_to_have_text(before, timeout=5000)
+    expect(page.locator("#rows td.last.up, #rows td.last.down").first).to_be_attached(timeout=5000)  # the flash
+    bid, ask = (float(aapl.locator(f"td.{k}").inner_text()) for k in ("bid", "ask"))
+    assert bid < ask
+    price = float(last.inner_text())
+    change, pct = aapl.locator("td.change").inner_text(), aapl.locator("td.pct").inner_text()
+    assert re.fullmatch(r"[+-]?\d+\.\d\d", change) and re.fullmatch(r"[+-]?\d+\.\d\d%", pct)
+    assert abs(float(change) - (price - 227.50)) < 1.0, "change from the reference price 227.50 (the feed moves on)"
+    eur = page.locator('#rows tr[data-symbol="EUR/USD"] td.last')
+    expect(eur).to_have_text(re.compile(r"^1\.\d{5}$"))  # FX with its five decimals
+    inked = aapl.locator("td.trend canvas").evaluate(
+        "c => c.getContext('2d').getImageData(0, 0, c.width, c.height).data.some((v, i) => i % 4 === 3 && v > 0)"
+    )
+    assert inked, "the sparkline is drawn"
+
+    # the chart of the first symbol: candles and ticks, from history, moving
+    expect(page.locator("#chart-symbol")).to_have_text("AAPL")
+    wait_js(tab, "s.chart.loaded && s.chart.symbol === 'AAPL' && s.chart.candles > 0 && s.chart.ticks > 5")
+    chart = tab.stats()["chart"]
+    wait_js(tab, f"s.chart.ticks > {chart['ticks']} && s.chart.lastCandle.time > {chart['lastCandle']['time']}")
+    subscribes = [f.message for f in tab.wire.requests("subscribe")]
+    assert any(m["symbols"] == ["AAPL"] and m["bars"] == ["1s"] for m in subscribes), subscribes
+    assert tab.wire.text_frames == 0, "binary frames only: marketstream.v1.msgpack both ways"
+    assert tab.wire.received("bars"), "bars frames feed the candles"
+
+    # the readouts
+    expect(page.locator("#rtt")).to_have_text(re.compile(r"^\d+(\.\d)? ms$"))
+    expect(page.locator("#tick-age")).to_have_text(re.compile(r"^-?\d+(\.\d)? ms$"))
+    expect(page.locator("#lost")).to_have_text("0")
+    rate = float(page.locator("#rate").inner_text())
+    assert rate > 10, f"{rate} updates/s over 8 symbols at about 6 ticks/s each"
+    shot = os.environ.get("MARKETSTREAM_SCREENSHOT")  # `make screenshot` writes docs/dashboard.png
+    page.screenshot(path=shot or str(tmp_path / "dashboard.png"))
+
+
+def test_search_add_remove_reorder_and_named_watchlists_survive_a_reload(
+    open_page: OpenPage, dashboard_hub: DashboardHub
+) -> None:
+    tab = open_page(dashboard_hub.url)
+    page = tab.page
+    go_live(tab)
+    search = page.locator("#search")
+    search.fill("micro")  # by name: Microsoft, Advanced Micro Devices
+    results = page.locator("#results li")
+    expect(results).to_have_count(2)
+    assert results.evaluate_all("li => li.map(l => l.dataset.symbol)") == ["MSFT", "AMD"]
+    expect(results.first.locator(".add")).to_have_text("added")
+    search.fill("netfl")
+    expect(results.first).to_have_attribute("data-symbol", "NFLX")
+    search.press("Enter")
+    search.fill("gbpusd")  # a symbol without its slash
+    results.first.click()
+    expect(page.locator("#rows tr")).to_have_count(10)
+    for symbol in ("NFLX", "GBP/USD"):
+        expect(page.locator(f'#rows tr[data-symbol="{symbol}"] td.last')).to_have_text(re.compile(r"\d"))
+
+    # remove MSFT: its row goes, and no tick of it arrives after the hub's ack
+    page.locator('#rows tr[data-symbol="MSFT"] button.remove').click()
+    expect(page.locator('#rows tr[data-symbol="MSFT"]')).to_have_count(0)
+    wait_for_ack(tab, "unsubscribe", "MSFT")
+    acked = next(f for f in tab.wire.received("ack") if f.message["op"] == "unsubscribe").at
+    page.wait_for_timeout(1500)  # (not time.sleep: Playwright delivers frames while it waits)
+    assert not tab.wire.ticks("MSFT", after=acked), "updates of a removed symbol stop"
+    assert len(tab.wire.ticks("NVDA", after=acked)) >= 3, "the others go on"
+
+    # the keyboard: select, move, remove; the chart follows the selection
+    order = shown_symbols(tab)
+    page.locator("#rows tr").first.click()
+    page.keyboard.press("ArrowDown")
+    expect(page.locator("#rows tr.selected")).to_have_attribute("data-symbol", order[1])
+    expect(page.locator("#chart-symbol")).to_have_text(order[1])
+    wait_js(tab, f"s.chart.symbol === {order[1]!r} && s.chart.loaded")
+    page.keyboard.press("Alt+ArrowDown")
+    moved = [order[0], order[2], order[1], *order[3:]]
+    expect(page.locator("#rows tr")).to_have_count(len(order))
+    assert shown_symbols(tab) == moved
+    page.keyboard.press("Delete")
+    remaining = [s for s in moved if s != order[1]]
+    expect(page.locator("#rows tr")).to_have_count(len(remaining))
+    expect(page.locator("#rows tr.selected")).to_have_attribute("data-symbol", moved[3])
+
+    # sorting: ascending, descending, then the watchlist's order again
+    header = page.locator("th.symbol")
+    header.click()
+    expect(header).to_have_attribute("aria-sort", "ascending")
+    assert shown_symbols(tab) == sorted(remaining)
+    header.click()
+    assert shown_symbols(tab) == sorted(remaining, reverse=True)
+    header.click()
+    expect(header).to_have_attribute("aria-sort", "none")
+    assert shown_symbols(tab) == remaining
+
+    # a second, named watchlist
+    page.locator("#list-new").click()
+    name = page.locator("#list-name")
+    expect(name).to_be_focused()
+    name.fill("Crypto")
+    name.press("Enter")
+    expect(page.locator("#list option:checked")).to_have_text("Crypto (0)")
+    expect(page.locator("#empty")).to_be_visible()
+    for query in ("eth/usd", "solana"):
+        search.fill(query)
+        search.press("Enter")
+    expect(page.locator("#rows tr")).to_have_count(2)
+    wait_js(tab, "s.symbols['SOL/USD'] && s.symbols['SOL/USD'].price !== null")
+
+    # a reload keeps both lists, their order and the one shown
+    page.reload()
+    go_live(tab)
+    assert shown_symbols(tab) == ["ETH/USD", "SOL/USD"]
+    page.locator("#list").select_option(index=0)
+    expect(page.locator("#rows tr")).to_have_count(len(remaining))
+    assert shown_symbols(tab) == remaining
+    expect(page.locator(f'#rows tr[data-symbol="{remaining[0]}"] td.last')).to_have_text(re.compile(r"\d"))
+
+
+def wait_for_ack(tab: Tab, op: str, symbol: str, start: int = 0, timeout: float = 5.0) -> None:
+    """Wait for an ack of `op` that names `symbol`, from the `start`th ack on."""
+    deadline = time.monotonic() + timeout
+    while not any(f.message["op"] == op and symbol in f.message["symbols"] for f in tab.wire.received("ack")[start:]):
+        assert time.monotonic() < deadline, f"no ack of {op} {symbol}"
+        tab.page.wait_for_timeout(50)
+
+
+def test_a_throttle_resubscribes_and_the_update_rate_drops(open_page: OpenPage, dashboard_hub: DashboardHub) -> None:
+    tab = open_page(dashboard_hub.url)
+    page = tab.page
+    go_live(tab)
+    wait_js(tab, "s.symbols.NVDA.rate >= 3")  # every tick: about 6 a second
+    row = page.locator('#rows tr[data-symbol="NVDA"]')
+    assert float(row.locator("td.rate").inner_text()) >= 2
+    acks = len(tab.wire.received("ack"))
+    row.locator("select.throttle").select_option("1000")
+    wait_for_ack(tab, "subscribe", "NVDA", start=acks)
+    resubscribe = [f.message for f in tab.wire.requests("subscribe") if f.message["symbols"] == ["NVDA"]]
+    assert resubscribe[-1]["throttle_ms"] == 1000 and "since" not in resubscribe[-1]
+    wait_js(tab, "s.symbols.NVDA.effective === 1000 && s.symbols.NVDA.rate <= 1.5", timeout=6000)
+    expect(row.locator("td.rate")).to_have_text(re.compile(r"^[01]\.\d$"))
+    stats = tab.stats()["symbols"]["NVDA"]
+    assert stats["conflated"] > 0 and stats["lost"] == 0, "skipped seqs are accounted for as conflated"
+    assert stats["throttle"] == 1000
+    page.reload()
+    go_live(tab)
+    expect(page.locator('#rows tr[data-symbol="NVDA"] select.throttle')).to_have_value("1000")
+
+
+def test_the_interval_selector_reloads_the_chart_and_moves_the_bars(
+    open_page: OpenPage, dashboard_hub: DashboardHub
+) -> None:
+    tab = open_page(dashboard_hub.url)
+    page = tab.page
+    go_live(tab)
+    wait_js(tab, "s.chart.loaded && s.chart.symbol === 'AAPL'")
+    page.locator('#intervals button[data-interval="5s"]').click()
+    expect(page.locator('#intervals button[data-interval="5s"]')).to_have_attribute("aria-pressed", "true")
+    wait_js(tab, "s.chart.loaded && s.chart.interval === '5s' && s.chart.candles > 0")
+    assert tab.stats()["chart"]["lastCandle"]["time"] % 5 == 0, "5 s bars start on multiples of 5 s"
+    page.locator('#rows tr[data-symbol="BTC/USD"] td.symbol').click()
+    wait_js(tab, "s.chart.loaded && s.chart.symbol === 'BTC/USD' && s.chart.candles > 0")
+    subscribes = [f.message for f in tab.wire.requests("subscribe")]
+    assert any(m["symbols"] == ["AAPL"] and m["bars"] == ["5s"] for m in subscribes), subscribes
+    assert any(m["symbols"] == ["AAPL"] and m["bars"] == [] for m in subscribes), "the old symbol's bars stop"
+    assert any(m["symbols"] == ["BTC/USD"] and m["bars"] == ["5s"] for m in subscribes)
+    count = tab.stats()["chart"]["ticks"]
+    wait_js(tab, f"s.chart.ticks > {count}")
+
+
+def test_phone_width_has_no_horizontal_scrolling(open_page: OpenPage, dashboard_hub: DashboardHub) -> None:
+    tab = open_page(dashboard_hub.url, PHONE)
+    page = tab.page
+    go_live(tab)
+    expect(page.locator("#rows tr")).to_have_count(len(DEFAULT_WATCHLIST))
+    wait_js(tab, "s.chart.loaded && s.chart.candles > 0")
+    widths = page.evaluate("[document.documentElement.scrollWidth, document.body.scrollWidth, innerWidth]")
+    assert widths[0] <= widths[2] and widths[1] <= widths[2], f"scroll width, body, viewport: {widths}"
+    for selector in ("#rows tr:first-child td.last", "#rows tr:first-child td.pct", "#candles", "#details"):
+        box = page.locator(selector).bounding_box()
+        assert box is not None and box["x"] >= 0 and box["x"] + box["width"] <= PHONE[0], selector
+    expect(page.locator("#rows td.bid").first).to_be_hidden()  # the phone's columns: symbol, last, % change, trend
+    # the throttle, hidden on the board, is in the selected symbol's details
+    page.locator("#details select.throttle").select_option("250")
+    wait_js(tab, "s.symbols.AAPL.effective === 250")
+
+
+def test_make_run_serves_the_page_and_its_files_without_the_admin(open_page: OpenPage, embedded_hub: int) -> None:
+    """The embedded default (no Redis), as `make run` starts it but without MARKETSTREAM_ADMIN."""
+    tab = open_page(f"http://127.0.0.1:{embedded_hub}/")
+    go_live(tab)
+    expect(tab.page.locator("#rows tr")).to_have_count(len(DEFAULT_WATCHLIST))
+    wait_js(tab, "s.chart.loaded && s.chart.candles > 0 && s.lost === 0")
+    for path in ("dashboard/main.js", "vendor/lightweight-charts/lightweight-charts.standalone.production.mjs"):
+        response = tab.page.request.get(f"http://127.0.0.1:{embedded_hub}/static/{path}")
+        assert response.status == 200 and response.headers["content-type"].startswith("text/javascript"), path
