@@ -113,6 +113,7 @@ class Tab:
     wire: Wire
     errors: list[str]
     allowed: list[re.Pattern[str]] = field(default_factory=list)
+    closed: bool = False
 
     def stats(self) -> dict[str, Any]:
         """The page's own readout (`window.marketstream.stats()`)."""
@@ -121,6 +122,12 @@ class Tab:
     def allow(self, pattern: re.Pattern[str]) -> None:
         """Console errors matching `pattern` are expected in this test."""
         self.allowed.append(pattern)
+
+    def close(self) -> None:
+        """Close the page's context (before stopping its hub, whose absence it would report)."""
+        if not self.closed:
+            self.closed = True
+            self.page.context.close()
 
     def unexpected_errors(self) -> list[str]:
         return [e for e in self.errors if not any(p.search(e) for p in self.allowed)]
@@ -131,12 +138,10 @@ OpenPage = Callable[..., Tab]
 
 @pytest.fixture
 def open_page(browser: Browser) -> Iterator[OpenPage]:
-    contexts = []
     tabs: list[Tab] = []
 
     def opener(url: str, size: tuple[int, int] = LAPTOP) -> Tab:
         context = browser.new_context(viewport={"width": size[0], "height": size[1]})
-        contexts.append(context)
         page = context.new_page()
         tab = Tab(page, Wire(), [])
 
@@ -153,8 +158,8 @@ def open_page(browser: Browser) -> Iterator[OpenPage]:
         return tab
 
     yield opener
-    for context in contexts:
-        context.close()
+    for tab in tabs:
+        tab.close()
     errors = [e for tab in tabs for e in tab.unexpected_errors()]
     assert errors == [], f"console errors: {errors}"
 
