@@ -1,15 +1,17 @@
 """The dashboard through a hub restart: it reconnects by itself and resumes with `since`,
-every seq accounted for across the two connections (no gap, no duplicate, no snapshot)."""
+every seq accounted for across the two connections (no gap, no duplicate, no snapshot);
+and through a `reset`, which restarts the accounting without counting a loss."""
 
 from __future__ import annotations
 
 from collections import defaultdict
 from typing import Any
 
+import redis
 from playwright.sync_api import expect
 
 from tests.browser.conftest import NETWORK_ERRORS, DashboardHub, OpenPage, warm
-from tests.support.processes import Processes
+from tests.support.processes import REDIS_URL, Processes
 
 
 def test_a_restarted_hub_is_reconnected_and_resumed_without_a_seq_gap(
@@ -65,3 +67,32 @@ def test_a_restarted_hub_is_reconnected_and_resumed_without_a_seq_gap(
     expect(page.locator("#reconnects")).to_have_text("1")
     expect(page.locator("#lost")).to_have_text("0")
     tab.close()
+
+
+def test_a_reset_restarts_the_accounting_without_a_false_loss(open_page: OpenPage, dashboard_hub: DashboardHub) -> None:
+    """The store loses a symbol's seq (as a Redis that lost its data would): a new epoch, `reset`."""
+    tab = open_page(dashboard_hub.url)
+    page = tab.page
+    expect(page.locator("#status")).to_have_text("live", timeout=10_000)
+    search = page.locator("#search")
+    search.fill("coca")
+    search.press("Enter")
+    page.wait_for_function("(window.marketstream.stats().symbols.KO || {}).seq > 3")
+    before = tab.stats()["symbols"]["KO"]
+    client = redis.Redis.from_url(REDIS_URL)
+    try:
+        prefix = dashboard_hub.prefix  # what a Redis that lost its data has not: publish.lua starts a new epoch
+        for name in ("seq", "epoch", "snapshot", "bar"):
+            client.hdel(f"{prefix}:{name}", "KO")
+        client.delete(f"{prefix}:history:KO")
+    finally:
+        client.close()
+    page.wait_for_function("window.marketstream.stats().symbols.KO.resets === 1", timeout=10_000)
+    (reset,) = [f.message for f in tab.wire.received("reset")]
+    assert reset["symbol"] == "KO" and reset["epoch"] != before["epoch"]
+    page.wait_for_function("window.marketstream.stats().symbols.KO.received > 0")
+    page.wait_for_timeout(1000)
+    after = tab.stats()["symbols"]["KO"]
+    assert after["epoch"] == reset["epoch"] and after["seq"] < before["seq"], "seq started again"
+    assert after["lost"] == 0, "no false loss across the reset"
+    expect(page.locator("#notice")).to_contain_text("KO: its seq started again")
