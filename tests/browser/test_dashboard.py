@@ -18,11 +18,13 @@ LIVE = 10_000  # ms: generous on a loaded machine; the first tick's time is asse
 
 
 def shown_symbols(tab: Tab) -> list[str]:
-    return list(tab.page.locator("#rows tr").evaluate_all("rows => rows.map(r => r.dataset.symbol)"))
+    return list(tab.page.locator("#rows .row").evaluate_all("rows => rows.map(r => r.dataset.symbol)"))
 
 
 def go_live(tab: Tab) -> None:
+    """Wait until the page streams its watchlist (the stream may be live before the catalog is in)."""
     expect(tab.page.locator("#status")).to_have_text("live", timeout=LIVE)
+    expect(tab.page.locator("#rows .row").first).to_be_visible()
 
 
 def wait_js(tab: Tab, expression: str, timeout: float = 10_000) -> None:
@@ -38,29 +40,29 @@ def test_a_first_visit_streams_a_default_watchlist_with_a_chart(
     tab = open_page(dashboard_hub.url)
     page = tab.page
     go_live(tab)
-    expect(page.locator("#rows tr")).to_have_count(len(DEFAULT_WATCHLIST))
+    expect(page.locator("#rows .row")).to_have_count(len(DEFAULT_WATCHLIST))
     assert shown_symbols(tab) == DEFAULT_WATCHLIST, "a few equities, FX and crypto pairs of the catalog"
     wait_js(tab, "s.perf.firstTick !== null")
     first_tick_ms = tab.stats()["perf"]["firstTick"]
     assert first_tick_ms < 1000, f"the first tick came {first_tick_ms:.0f} ms after the navigation started"
 
     # names, prices that change, and change from the catalog's reference
-    aapl = page.locator('#rows tr[data-symbol="AAPL"]')
+    aapl = page.locator('#rows .row[data-symbol="AAPL"]')
     expect(aapl.locator(".name")).to_have_text("Apple Inc.")
-    last = aapl.locator("td.last")
+    last = aapl.locator(".cell.last")
     expect(last).to_have_text(re.compile(r"^\d+\.\d\d$"))
     before = last.inner_text()
     expect(last).not_to_have_text(before, timeout=5000)
-    expect(page.locator("#rows td.last.up, #rows td.last.down").first).to_be_attached(timeout=5000)  # the flash
-    bid, ask = (float(aapl.locator(f"td.{k}").inner_text()) for k in ("bid", "ask"))
+    expect(page.locator("#rows .cell.last.up, #rows .cell.last.down").first).to_be_attached(timeout=5000)  # the flash
+    bid, ask = (float(aapl.locator(f".cell.{k}").inner_text()) for k in ("bid", "ask"))
     assert bid < ask
     price = float(last.inner_text())
-    change, pct = aapl.locator("td.change").inner_text(), aapl.locator("td.pct").inner_text()
+    change, pct = aapl.locator(".cell.change").inner_text(), aapl.locator(".cell.pct").inner_text()
     assert re.fullmatch(r"[+-]?\d+\.\d\d", change) and re.fullmatch(r"[+-]?\d+\.\d\d%", pct)
     assert abs(float(change) - (price - 227.50)) < 1.0, "change from the reference price 227.50 (the feed moves on)"
-    eur = page.locator('#rows tr[data-symbol="EUR/USD"] td.last')
+    eur = page.locator('#rows .row[data-symbol="EUR/USD"] .cell.last')
     expect(eur).to_have_text(re.compile(r"^1\.\d{5}$"))  # FX with its five decimals
-    inked = aapl.locator("td.trend canvas").evaluate(
+    inked = aapl.locator(".cell.trend canvas").evaluate(
         "c => c.getContext('2d').getImageData(0, 0, c.width, c.height).data.some((v, i) => i % 4 === 3 && v > 0)"
     )
     assert inked, "the sparkline is drawn"
@@ -102,13 +104,13 @@ def test_search_add_remove_reorder_and_named_watchlists_survive_a_reload(
     search.press("Enter")
     search.fill("gbpusd")  # a symbol without its slash
     results.first.click()
-    expect(page.locator("#rows tr")).to_have_count(10)
+    expect(page.locator("#rows .row")).to_have_count(10)
     for symbol in ("NFLX", "GBP/USD"):
-        expect(page.locator(f'#rows tr[data-symbol="{symbol}"] td.last')).to_have_text(re.compile(r"\d"))
+        expect(page.locator(f'#rows .row[data-symbol="{symbol}"] .cell.last')).to_have_text(re.compile(r"\d"))
 
     # remove MSFT: its row goes, and no tick of it arrives after the hub's ack
-    page.locator('#rows tr[data-symbol="MSFT"] button.remove').click()
-    expect(page.locator('#rows tr[data-symbol="MSFT"]')).to_have_count(0)
+    page.locator('#rows .row[data-symbol="MSFT"] button.remove').click()
+    expect(page.locator('#rows .row[data-symbol="MSFT"]')).to_have_count(0)
     wait_for_ack(tab, "unsubscribe", "MSFT")
     acked = next(f for f in tab.wire.received("ack") if f.message["op"] == "unsubscribe").at
     page.wait_for_timeout(1500)  # (not time.sleep: Playwright delivers frames while it waits)
@@ -117,22 +119,22 @@ def test_search_add_remove_reorder_and_named_watchlists_survive_a_reload(
 
     # the keyboard: select, move, remove; the chart follows the selection
     order = shown_symbols(tab)
-    page.locator("#rows tr").first.click()
+    page.locator("#rows .row").first.click()
     page.keyboard.press("ArrowDown")
-    expect(page.locator("#rows tr.selected")).to_have_attribute("data-symbol", order[1])
+    expect(page.locator("#rows .row.selected")).to_have_attribute("data-symbol", order[1])
     expect(page.locator("#chart-symbol")).to_have_text(order[1])
     wait_js(tab, f"s.chart.symbol === {order[1]!r} && s.chart.loaded")
     page.keyboard.press("Alt+ArrowDown")
     moved = [order[0], order[2], order[1], *order[3:]]
-    expect(page.locator("#rows tr")).to_have_count(len(order))
+    expect(page.locator("#rows .row")).to_have_count(len(order))
     assert shown_symbols(tab) == moved
     page.keyboard.press("Delete")
     remaining = [s for s in moved if s != order[1]]
-    expect(page.locator("#rows tr")).to_have_count(len(remaining))
-    expect(page.locator("#rows tr.selected")).to_have_attribute("data-symbol", moved[3])
+    expect(page.locator("#rows .row")).to_have_count(len(remaining))
+    expect(page.locator("#rows .row.selected")).to_have_attribute("data-symbol", moved[3])
 
     # sorting: ascending, descending, then the watchlist's order again
-    header = page.locator("th.symbol")
+    header = page.locator("#board .head .symbol")
     header.click()
     expect(header).to_have_attribute("aria-sort", "ascending")
     assert shown_symbols(tab) == sorted(remaining)
@@ -153,7 +155,7 @@ def test_search_add_remove_reorder_and_named_watchlists_survive_a_reload(
     for query in ("eth/usd", "solana"):
         search.fill(query)
         search.press("Enter")
-    expect(page.locator("#rows tr")).to_have_count(2)
+    expect(page.locator("#rows .row")).to_have_count(2)
     wait_js(tab, "s.symbols['SOL/USD'] && s.symbols['SOL/USD'].price !== null")
 
     # a reload keeps both lists, their order and the one shown
@@ -161,9 +163,9 @@ def test_search_add_remove_reorder_and_named_watchlists_survive_a_reload(
     go_live(tab)
     assert shown_symbols(tab) == ["ETH/USD", "SOL/USD"]
     page.locator("#list").select_option(index=0)
-    expect(page.locator("#rows tr")).to_have_count(len(remaining))
+    expect(page.locator("#rows .row")).to_have_count(len(remaining))
     assert shown_symbols(tab) == remaining
-    expect(page.locator(f'#rows tr[data-symbol="{remaining[0]}"] td.last')).to_have_text(re.compile(r"\d"))
+    expect(page.locator(f'#rows .row[data-symbol="{remaining[0]}"] .cell.last')).to_have_text(re.compile(r"\d"))
 
 
 def wait_for_ack(tab: Tab, op: str, symbol: str, start: int = 0, timeout: float = 5.0) -> None:
@@ -179,21 +181,21 @@ def test_a_throttle_resubscribes_and_the_update_rate_drops(open_page: OpenPage, 
     page = tab.page
     go_live(tab)
     wait_js(tab, "s.symbols.NVDA.rate >= 3")  # every tick: about 6 a second
-    row = page.locator('#rows tr[data-symbol="NVDA"]')
-    assert float(row.locator("td.rate").inner_text()) >= 2
+    row = page.locator('#rows .row[data-symbol="NVDA"]')
+    assert float(row.locator(".cell.rate").inner_text()) >= 2
     acks = len(tab.wire.received("ack"))
     row.locator("select.throttle").select_option("1000")
     wait_for_ack(tab, "subscribe", "NVDA", start=acks)
     resubscribe = [f.message for f in tab.wire.requests("subscribe") if f.message["symbols"] == ["NVDA"]]
     assert resubscribe[-1]["throttle_ms"] == 1000 and "since" not in resubscribe[-1]
     wait_js(tab, "s.symbols.NVDA.effective === 1000 && s.symbols.NVDA.rate <= 1.5", timeout=6000)
-    expect(row.locator("td.rate")).to_have_text(re.compile(r"^[01]\.\d$"))
+    expect(row.locator(".cell.rate")).to_have_text(re.compile(r"^[01]\.\d$"))
     stats = tab.stats()["symbols"]["NVDA"]
     assert stats["conflated"] > 0 and stats["lost"] == 0, "skipped seqs are accounted for as conflated"
     assert stats["throttle"] == 1000
     page.reload()
     go_live(tab)
-    expect(page.locator('#rows tr[data-symbol="NVDA"] select.throttle')).to_have_value("1000")
+    expect(page.locator('#rows .row[data-symbol="NVDA"] select.throttle')).to_have_value("1000")
 
 
 def test_the_interval_selector_reloads_the_chart_and_moves_the_bars(
@@ -207,7 +209,7 @@ def test_the_interval_selector_reloads_the_chart_and_moves_the_bars(
     expect(page.locator('#intervals button[data-interval="5s"]')).to_have_attribute("aria-pressed", "true")
     wait_js(tab, "s.chart.loaded && s.chart.interval === '5s' && s.chart.candles > 0")
     assert tab.stats()["chart"]["lastCandle"]["time"] % 5 == 0, "5 s bars start on multiples of 5 s"
-    page.locator('#rows tr[data-symbol="BTC/USD"] td.symbol').click()
+    page.locator('#rows .row[data-symbol="BTC/USD"] .cell.symbol').click()
     wait_js(tab, "s.chart.loaded && s.chart.symbol === 'BTC/USD' && s.chart.candles > 0")
     subscribes = [f.message for f in tab.wire.requests("subscribe")]
     assert any(m["symbols"] == ["AAPL"] and m["bars"] == ["5s"] for m in subscribes), subscribes
@@ -221,14 +223,14 @@ def test_phone_width_has_no_horizontal_scrolling(open_page: OpenPage, dashboard_
     tab = open_page(dashboard_hub.url, PHONE)
     page = tab.page
     go_live(tab)
-    expect(page.locator("#rows tr")).to_have_count(len(DEFAULT_WATCHLIST))
+    expect(page.locator("#rows .row")).to_have_count(len(DEFAULT_WATCHLIST))
     wait_js(tab, "s.chart.loaded && s.chart.candles > 0")
     widths = page.evaluate("[document.documentElement.scrollWidth, document.body.scrollWidth, innerWidth]")
     assert widths[0] <= widths[2] and widths[1] <= widths[2], f"scroll width, body, viewport: {widths}"
-    for selector in ("#rows tr:first-child td.last", "#rows tr:first-child td.pct", "#candles", "#details"):
+    for selector in ("#rows .row:first-child .cell.last", "#rows .row:first-child .cell.pct", "#candles", "#details"):
         box = page.locator(selector).bounding_box()
         assert box is not None and box["x"] >= 0 and box["x"] + box["width"] <= PHONE[0], selector
-    expect(page.locator("#rows td.bid").first).to_be_hidden()  # the phone's columns: symbol, last, % change, trend
+    expect(page.locator("#rows .cell.bid").first).to_be_hidden()  # the phone's columns: symbol, last, % change, trend
     # the throttle, hidden on the board, is in the selected symbol's details
     page.locator("#details select.throttle").select_option("250")
     wait_js(tab, "s.symbols.AAPL.effective === 250")
@@ -238,7 +240,7 @@ def test_make_run_serves_the_page_and_its_files_without_the_admin(open_page: Ope
     """The embedded default (no Redis), as `make run` starts it but without MARKETSTREAM_ADMIN."""
     tab = open_page(f"http://127.0.0.1:{embedded_hub}/")
     go_live(tab)
-    expect(tab.page.locator("#rows tr")).to_have_count(len(DEFAULT_WATCHLIST))
+    expect(tab.page.locator("#rows .row")).to_have_count(len(DEFAULT_WATCHLIST))
     wait_js(tab, "s.chart.loaded && s.chart.candles > 0 && s.lost === 0")
     for path in ("dashboard/main.js", "vendor/lightweight-charts/lightweight-charts.standalone.production.mjs"):
         response = tab.page.request.get(f"http://127.0.0.1:{embedded_hub}/static/{path}")

@@ -17,7 +17,7 @@ REFUSED = re.compile(r"status of 401")  # Chromium's line for the refused key's 
 
 
 def test_a_hub_that_requires_a_key(open_page: OpenPage, redis_url: str) -> None:
-    symbols = [i.symbol for i in DEFAULT_UNIVERSE][:12] + ["EUR/USD", "BTC/USD", "ETH/USD"]
+    symbols = [*(i.symbol for i in DEFAULT_UNIVERSE[:12]), "EUR/USD", "BTC/USD", "ETH/USD"]
     with deployment("dash-keys", redis_url, symbols=symbols, rate=100) as d:
         key = d.store.create("desk", "--symbols", ENTITLED)
         hub = d.hubs[0]
@@ -39,8 +39,8 @@ def test_a_hub_that_requires_a_key(open_page: OpenPage, redis_url: str) -> None:
         page.locator("#key-form button[type=submit]").click()
         expect(page.locator("#status")).to_have_text("live", timeout=10_000)
         expect(form).to_be_hidden()
-        expect(page.locator("#rows tr")).to_have_count(5)  # the defaults the key may see
-        expect(page.locator('#rows tr[data-symbol="BTC/USD"] td.last')).to_have_text(re.compile(r"\d"))
+        expect(page.locator("#rows .row")).to_have_count(5)  # the defaults the key may see
+        expect(page.locator('#rows .row[data-symbol="BTC/USD"] .cell.last')).to_have_text(re.compile(r"\d"))
         (url,) = tab.wire.urls
         assert re.search(r"\?token=mst_", url) and key not in url, "the stream gets a token, never the key"
         kept = page.evaluate("[sessionStorage.getItem('marketstream.key'), JSON.stringify(localStorage)]")
@@ -52,11 +52,11 @@ def test_a_hub_that_requires_a_key(open_page: OpenPage, redis_url: str) -> None:
             "from consumers.models import ApiKey; k = ApiKey.objects.get(name='desk'); "
             "k.symbols = 'AAPL,MSFT,EUR/USD,ETH/USD'; k.save()"
         )
-        badge = page.locator('#rows tr[data-symbol="BTC/USD"] .badge')
+        badge = page.locator('#rows .row[data-symbol="BTC/USD"] .badge')
         expect(badge).to_have_text("forbidden", timeout=15_000)
         ended = [f.message for f in tab.wire.received("unsubscribed")]
         assert ended == [{"type": "unsubscribed", "symbols": ["BTC/USD"], "reason": "forbidden"}]
-        expect(page.locator('#rows tr[data-symbol="BTC/USD"]')).to_have_class(re.compile(r"\brefused\b"))
+        expect(page.locator('#rows .row[data-symbol="BTC/USD"]')).to_have_class(re.compile(r"\brefused\b"))
 
         # a reload keeps the key (this tab) and the watchlist; the subscribe refuses BTC/USD
         page.reload()
@@ -64,6 +64,6 @@ def test_a_hub_that_requires_a_key(open_page: OpenPage, redis_url: str) -> None:
         expect(badge).to_have_text("forbidden")
         refused = [f.message["rejected"] for f in tab.wire.received("ack", connection=1) if f.message["rejected"]]
         assert refused == [{"BTC/USD": "forbidden"}]
-        expect(page.locator('#rows tr[data-symbol="ETH/USD"] td.last')).to_have_text(re.compile(r"\d"))
+        expect(page.locator('#rows .row[data-symbol="ETH/USD"] .cell.last')).to_have_text(re.compile(r"\d"))
         expect(page.locator("#notice")).to_contain_text("BTC/USD (forbidden)")
         tab.close()

@@ -4,6 +4,7 @@ and through a `reset`, which restarts the accounting without counting a loss."""
 
 from __future__ import annotations
 
+import time
 from collections import defaultdict
 from typing import Any
 
@@ -24,7 +25,7 @@ def test_a_restarted_hub_is_reconnected_and_resumed_without_a_seq_gap(
     page = tab.page
     status = page.locator("#status")
     expect(status).to_have_text("live", timeout=10_000)
-    page.wait_for_function("window.marketstream.stats().symbols.AAPL.seq > 0")
+    page.wait_for_function("(window.marketstream.stats().symbols.AAPL || {}).seq > 0")
     page.wait_for_timeout(1000)
 
     hub.stop()  # SIGTERM: uvicorn closes the WebSocket with 1012
@@ -74,25 +75,36 @@ def test_a_reset_restarts_the_accounting_without_a_false_loss(open_page: OpenPag
     tab = open_page(dashboard_hub.url)
     page = tab.page
     expect(page.locator("#status")).to_have_text("live", timeout=10_000)
+    expect(page.locator("#rows .row").first).to_be_visible()  # the catalog is in
     search = page.locator("#search")
     search.fill("coca")
+    expect(page.locator("#results li").first).to_have_attribute("data-symbol", "KO")
     search.press("Enter")
     page.wait_for_function("(window.marketstream.stats().symbols.KO || {}).seq > 3")
     before = tab.stats()["symbols"]["KO"]
     client = redis.Redis.from_url(REDIS_URL)
     try:
         prefix = dashboard_hub.prefix  # what a Redis that lost its data has not: publish.lua starts a new epoch
-        for name in ("seq", "epoch", "snapshot", "bar"):
-            client.hdel(f"{prefix}:{name}", "KO")
-        client.delete(f"{prefix}:history:KO")
+        with client.pipeline(transaction=True) as forget:  # at once: no publish in between
+            for name in ("seq", "epoch", "snapshot", "bar"):
+                forget.hdel(f"{prefix}:{name}", "KO")
+            forget.delete(f"{prefix}:history:KO")
+            forget.execute()
     finally:
         client.close()
-    page.wait_for_function("window.marketstream.stats().symbols.KO.resets === 1", timeout=10_000)
+    deadline = time.monotonic() + 10
+    while not tab.wire.received("reset"):
+        seqs = [t["seq"] for _, t in tab.wire.ticks("KO")][-5:]
+        assert time.monotonic() < deadline, (
+            f"no reset; the last seqs of KO: {seqs}; page: {tab.stats()['symbols']['KO']}"
+        )
+        page.wait_for_timeout(100)
     (reset,) = [f.message for f in tab.wire.received("reset")]
+    page.wait_for_function("window.marketstream.stats().symbols.KO.resets === 1", timeout=2000)
     assert reset["symbol"] == "KO" and reset["epoch"] != before["epoch"]
-    page.wait_for_function("window.marketstream.stats().symbols.KO.received > 0")
     page.wait_for_timeout(1000)
     after = tab.stats()["symbols"]["KO"]
-    assert after["epoch"] == reset["epoch"] and after["seq"] < before["seq"], "seq started again"
+    first = next(t["seq"] for f, t in tab.wire.ticks("KO") if f.at > tab.wire.received("reset")[0].at)
+    assert after["epoch"] == reset["epoch"] and first == 1 < before["seq"], f"seq started again: {first}"
     assert after["lost"] == 0, "no false loss across the reset"
     expect(page.locator("#notice")).to_contain_text("KO: its seq started again")

@@ -1,23 +1,30 @@
 /**
  * The quote board: one row per symbol of the watchlist, with last, change and % change
  * from the catalog's reference price, bid, ask, spread, size, the time of the last tick,
- * a flash on each change of price, a sparkline, the updates per second received, the
- * symbol's throttle and its lost ticks. Columns sort; the keyboard moves the selection,
- * moves rows and removes them.
+ * a flash on each change of price, a sparkline, the updates per second received and the
+ * symbol's throttle; a badge says why a symbol does not stream, or how many of its ticks
+ * were lost. Columns sort; the keyboard moves the selection, rows and removes them
+ * (board-input.js).
  *
  * Rendering is batched: ticks only mark their symbol dirty; `render` (once per animation
- * frame) writes the cells of dirty rows whose text changed. Readouts that change slowly
- * (updates/s, lost, reasons) are written by `refresh`, a few times a second.
+ * frame) writes the cells of dirty rows whose text changed, and only of rows on screen
+ * (the others wait until they scroll into view). Rows are flex boxes of fixed height
+ * with `contain: strict`, not table rows: a changed number lays out and repaints its own
+ * row, not the table (a <table> measured three times the main-thread time at every tick:
+ * docs/dashboard.md). Readouts that change slowly (updates/s, badges) are written by
+ * `refresh`, four times a second.
  */
+import { listen } from "./board-input.js";
 import * as fmt from "./format.js";
 import { drawSparkline } from "./sparkline.js";
+import { throttleSelect } from "./throttle-select.js";
 
 const FLASH_MS = 350;
 const SPARK_EVERY_MS = 250; // a row's sparkline is drawn at most this often
 const RESORT_EVERY_MS = 1000; // a sorted board reorders at most this often
 
-// key, header, class ("num": right-aligned; "wide": hidden on narrow screens)
-const COLUMNS = [
+// key, header, class ("num": right-aligned; "wide": hidden on phones)
+export const COLUMNS = [
   ["symbol", "Symbol", ""],
   ["last", "Last", "num"],
   ["change", "Chg", "num wide"],
@@ -27,55 +34,71 @@ const COLUMNS = [
   ["spread", "Spread", "num wide"],
   ["size", "Size", "num wide"],
   ["time", "Time", "num wide"],
-  ["trend", "Trend", "trend"],
+  ["trend", "Trend", ""],
   ["rate", "Upd/s", "num wide"],
   ["throttle", "Throttle", "wide"],
-  ["lost", "Lost", "num wide"],
-  ["remove", "", "remove"],
+  ["remove", "", ""],
 ];
-const SORTABLE = new Set(["symbol", "last", "change", "pct", "bid", "ask", "spread", "size", "time", "rate", "lost"]);
-
-export function throttleSelect(value, label) {
-  const select = document.createElement("select");
-  select.className = "throttle";
-  select.setAttribute("aria-label", label);
-  for (const [ms, text] of fmt.THROTTLES) select.add(new Option(text, String(ms), false, ms === value));
-  return select;
-}
+export const SORTABLE = new Set(["symbol", "last", "change", "pct", "bid", "ask", "spread", "size", "time", "rate"]);
 
 export class Board {
-  /** view: {quote(symbol), info(symbol), rate(symbol), lost(symbol), reason(symbol), throttle(symbol)};
-   *  on: {select(symbol), remove(symbol), move(symbol, delta), moveTo(symbol, index), throttle(symbol, ms), sort(sort)} */
-  constructor(table, view, on) {
-    this.table = table;
+  /** el: the board's element (a header row is added, then #rows);
+   *  view: {quote(symbol), info(symbol), rate(symbol), lost(symbol), reason(symbol), throttle(symbol)};
+   *  on: {select(symbol), remove(symbol), move(symbol, delta), moveTo(symbol, index), throttle(symbol, ms),
+   *  sort(sort), dirty(): rows need a frame} */
+  constructor(el, body, view, on) {
+    this.el = el;
+    this.body = body;
     this.view = view;
     this.on = on;
-    this.body = table.tBodies[0];
     this.rows = new Map(); // symbol -> row
     this.order = []; // the watchlist's order
     this.dirty = new Set();
+    this.offscreen = new Set(); // dirty rows out of view: painted when they come into view
     this.flashing = new Set();
     this.selected = null;
     this.sort = null; // {key, dir: 1 | -1}
     this.sortedAt = 0;
-    this.header();
-    this.listen();
+    this.head = this.header();
+    this.seen = new IntersectionObserver((entries) => this.scrolled(entries));
+    window.addEventListener("resize", () => {
+      for (const row of this.rows.values()) {
+        row.spark = null; // measured again: phone and laptop widths differ
+        this.dirty.add(row.symbol);
+      }
+    });
+    listen(this);
   }
 
   header() {
-    const tr = this.table.tHead.rows[0];
+    const head = document.createElement("div");
+    head.className = "row head";
+    head.role = "row";
     for (const [key, label, cls] of COLUMNS) {
-      const th = document.createElement("th");
-      th.textContent = label;
-      th.className = `${key} ${cls}`;
-      th.dataset.key = key;
+      const cell = document.createElement("div");
+      cell.className = `cell ${key} ${cls}`;
+      cell.role = "columnheader";
+      cell.textContent = label;
+      cell.dataset.key = key;
       if (SORTABLE.has(key)) {
-        th.tabIndex = 0;
-        th.classList.add("sortable");
-        th.setAttribute("aria-sort", "none");
+        cell.tabIndex = 0;
+        cell.classList.add("sortable");
+        cell.setAttribute("aria-sort", "none");
       }
-      tr.append(th);
+      head.append(cell);
     }
+    this.el.prepend(head);
+    return head;
+  }
+
+  scrolled(entries) {
+    for (const entry of entries) {
+      const row = this.rows.get(entry.target.dataset.symbol);
+      if (!row) continue;
+      row.visible = entry.isIntersecting;
+      if (row.visible && this.offscreen.delete(row.symbol)) this.dirty.add(row.symbol);
+    }
+    if (this.dirty.size) this.on.dirty();
   }
 
   /** Show exactly `symbols`, in this order. */
@@ -83,10 +106,10 @@ export class Board {
     this.order = [...symbols];
     for (const [symbol, row] of this.rows) {
       if (!symbols.includes(symbol)) {
-        row.tr.remove();
+        this.seen.unobserve(row.el);
+        row.el.remove();
         this.rows.delete(symbol);
-        this.dirty.delete(symbol);
-        this.flashing.delete(symbol);
+        for (const set of [this.dirty, this.offscreen, this.flashing]) set.delete(symbol);
       }
     }
     for (const symbol of symbols) if (!this.rows.has(symbol)) this.rows.set(symbol, this.row(symbol));
@@ -96,20 +119,22 @@ export class Board {
   }
 
   row(symbol) {
-    const tr = document.createElement("tr");
-    tr.dataset.symbol = symbol;
-    tr.draggable = true;
+    const el = document.createElement("div");
+    el.className = "row";
+    el.role = "row";
+    el.dataset.symbol = symbol;
+    el.draggable = true;
     const cells = {};
     for (const [key, , cls] of COLUMNS) {
-      const td = document.createElement("td");
-      td.className = `${key} ${cls}`;
-      cells[key] = td;
-      tr.append(td);
+      const cell = document.createElement("div");
+      cell.className = `cell ${key} ${cls}`;
+      cell.role = "gridcell";
+      cells[key] = cell;
+      el.append(cell);
     }
-    const info = this.view.info(symbol);
-    cells.symbol.innerHTML = '<span class="sym"></span><span class="name"></span><span class="badge" hidden></span>';
+    cells.symbol.innerHTML = '<span class="sym"></span><span class="badge" hidden></span><span class="name"></span>';
     cells.symbol.firstChild.textContent = symbol;
-    cells.symbol.children[1].textContent = info?.name ?? "";
+    cells.symbol.lastChild.textContent = this.view.info(symbol)?.name ?? "";
     const canvas = document.createElement("canvas");
     cells.trend.append(canvas);
     cells.throttle.append(throttleSelect(this.view.throttle(symbol), `Throttle of ${symbol}`));
@@ -119,9 +144,9 @@ export class Board {
     remove.textContent = "×";
     remove.title = remove.ariaLabel = `Remove ${symbol}`;
     cells.remove.append(remove);
-    const row = { symbol, tr, cells, canvas, text: {}, flashUntil: 0, sparkAt: 0, shownPrice: NaN };
+    this.seen.observe(el);
     this.dirty.add(symbol);
-    return row;
+    return { symbol, el, cells, canvas, spark: null, visible: true, text: {}, flashUntil: 0, sparkAt: 0, shown: NaN };
   }
 
   markDirty(symbol) {
@@ -132,7 +157,15 @@ export class Board {
   render(now = performance.now()) {
     const dirty = this.dirty;
     this.dirty = new Set();
-    for (const symbol of dirty) this.paint(this.rows.get(symbol), now);
+    for (const symbol of dirty) {
+      const row = this.rows.get(symbol); // read every size before the first write: one layout
+      if (row?.visible && row.spark === null) row.spark = [row.canvas.clientWidth, row.canvas.clientHeight];
+    }
+    for (const symbol of dirty) {
+      const row = this.rows.get(symbol);
+      if (row?.visible) this.paint(row, now);
+      else if (row) this.offscreen.add(symbol);
+    }
     for (const symbol of this.flashing) {
       const row = this.rows.get(symbol);
       if (row && now >= row.flashUntil) {
@@ -152,7 +185,7 @@ export class Board {
   }
 
   paint(row, now) {
-    const quote = row && this.view.quote(row.symbol);
+    const quote = this.view.quote(row.symbol);
     if (!quote) return;
     const d = quote.decimals;
     const reference = this.view.info(row.symbol)?.reference;
@@ -173,55 +206,57 @@ export class Board {
         row.cells[key].classList.toggle("neg", sign === "neg");
       }
     }
-    if (Number.isFinite(row.shownPrice) && quote.price !== row.shownPrice) {
+    if (Number.isFinite(row.shown) && quote.price !== row.shown) {
       const cell = row.cells.last;
       cell.classList.remove("up", "down");
-      cell.classList.add(quote.price > row.shownPrice ? "up" : "down");
+      cell.classList.add(quote.price > row.shown ? "up" : "down");
       row.flashUntil = now + FLASH_MS;
       this.flashing.add(row.symbol);
     }
-    row.shownPrice = quote.price;
+    row.shown = quote.price;
     if (now - row.sparkAt >= SPARK_EVERY_MS) {
       row.sparkAt = now;
-      drawSparkline(row.canvas, quote.recent());
+      drawSparkline(row.canvas, quote.recent(), ...row.spark);
     } else {
       this.dirty.add(row.symbol); // drawn in a later frame: keep it dirty
     }
   }
 
-  /** The slow readouts of every row: updates/s, lost, why a symbol is not streaming. */
+  /** The slow readouts of the rows on screen: updates/s, and the badge: why a symbol does not
+   *  stream, or how many of its ticks were lost. */
   refresh() {
     for (const row of this.rows.values()) {
+      if (!row.visible) continue;
       this.put(row, "rate", fmt.rate(this.view.rate(row.symbol)));
-      this.put(row, "lost", String(this.view.lost(row.symbol)));
-      const reason = this.view.reason(row.symbol);
+      const lost = this.view.lost(row.symbol);
+      const reason = this.view.reason(row.symbol) ?? (lost ? `lost ${lost}` : null);
       if (row.text.reason !== reason) {
         row.text.reason = reason;
-        const badge = row.cells.symbol.lastChild;
+        const badge = row.cells.symbol.children[1];
         badge.hidden = !reason;
         badge.textContent = reason ?? "";
-        row.tr.classList.toggle("refused", !!reason);
+        row.el.classList.toggle("refused", !!this.view.reason(row.symbol));
       }
     }
   }
 
-  /** Put the rows in the watchlist's order, or the sort's (at most once a second, or `now`). */
+  /** Put the rows in the watchlist's order, or the sort's (at most once a second, or `force`). */
   arrange(force) {
     this.sortedAt = performance.now();
     let symbols = this.order;
     if (this.sort) {
       const { key, dir } = this.sort;
-      const value = (s) => this.sortValue(s, key);
+      const values = new Map(symbols.map((s) => [s, this.sortValue(s, key)]));
       symbols = [...symbols].sort((a, b) => {
-        const x = value(a);
-        const y = value(b);
+        const x = values.get(a);
+        const y = values.get(b);
         if (typeof x === "string") return dir * x.localeCompare(y);
         return dir * ((Number.isFinite(x) ? x : -Infinity) - (Number.isFinite(y) ? y : -Infinity));
       });
     }
-    const current = [...this.body.rows].map((tr) => tr.dataset.symbol);
+    const current = this.shown();
     if (!force && current.length === symbols.length && current.every((s, k) => s === symbols[k])) return;
-    for (const symbol of symbols) this.body.append(this.rows.get(symbol).tr);
+    for (const symbol of symbols) this.body.append(this.rows.get(symbol).el);
   }
 
   sortValue(symbol, key) {
@@ -242,8 +277,6 @@ export class Board {
         return q?.ts;
       case "rate":
         return this.view.rate(symbol);
-      case "lost":
-        return this.view.lost(symbol);
       default:
         return q?.[key];
     }
@@ -251,103 +284,35 @@ export class Board {
 
   setSort(sort) {
     this.sort = sort;
-    for (const th of this.table.tHead.rows[0].cells) {
-      const on = sort && th.dataset.key === sort.key;
-      if (SORTABLE.has(th.dataset.key)) {
-        th.setAttribute("aria-sort", on ? (sort.dir > 0 ? "ascending" : "descending") : "none");
+    for (const cell of this.head.children) {
+      if (SORTABLE.has(cell.dataset.key)) {
+        const on = sort && cell.dataset.key === sort.key;
+        cell.setAttribute("aria-sort", on ? (sort.dir > 0 ? "ascending" : "descending") : "none");
       }
     }
     this.arrange(true);
   }
 
-  /** Click on a header: ascending, descending, then the watchlist's order. */
+  /** A header's click: ascending, descending, then the watchlist's order. */
   cycleSort(key) {
     const s = this.sort;
-    const next = !s || s.key !== key ? { key, dir: 1 } : s.dir > 0 ? { key, dir: -1 } : null;
-    this.on.sort(next);
+    this.on.sort(!s || s.key !== key ? { key, dir: 1 } : s.dir > 0 ? { key, dir: -1 } : null);
   }
 
   select(symbol) {
-    if (this.selected && this.rows.has(this.selected)) this.rows.get(this.selected).tr.classList.remove("selected");
+    this.rows.get(this.selected)?.el.classList.remove("selected");
     this.selected = symbol;
     const row = symbol ? this.rows.get(symbol) : null;
     if (row) {
-      row.tr.classList.add("selected");
-      row.tr.scrollIntoView({ block: "nearest" });
+      row.el.classList.add("selected");
+      row.el.scrollIntoView({ block: "nearest" });
     }
     this.on.select(symbol);
   }
 
   /** The symbols in the order shown. */
   shown() {
-    return [...this.body.rows].map((tr) => tr.dataset.symbol);
-  }
-
-  listen() {
-    const symbolOf = (event) => event.target.closest("tr")?.dataset.symbol;
-    this.table.tHead.addEventListener("click", (event) => {
-      const key = event.target.closest("th")?.dataset.key;
-      if (SORTABLE.has(key)) this.cycleSort(key);
-    });
-    this.table.tHead.addEventListener("keydown", (event) => {
-      const key = event.target.closest("th")?.dataset.key;
-      if ((event.key === "Enter" || event.key === " ") && SORTABLE.has(key)) {
-        event.preventDefault();
-        this.cycleSort(key);
-      }
-    });
-    this.body.addEventListener("click", (event) => {
-      const symbol = symbolOf(event);
-      if (!symbol) return;
-      if (event.target.closest("button.remove")) this.on.remove(symbol);
-      else if (!event.target.closest("select")) {
-        this.select(symbol);
-        this.body.focus({ preventScroll: true });
-      }
-    });
-    this.body.addEventListener("change", (event) => {
-      const symbol = symbolOf(event);
-      if (symbol && event.target.matches("select.throttle")) this.on.throttle(symbol, Number(event.target.value));
-    });
-    this.body.addEventListener("keydown", (event) => this.key(event));
-    this.body.addEventListener("dragstart", (event) => {
-      event.dataTransfer.setData("text/plain", symbolOf(event) ?? "");
-      event.dataTransfer.effectAllowed = "move";
-    });
-    this.body.addEventListener("dragover", (event) => event.preventDefault());
-    this.body.addEventListener("drop", (event) => {
-      event.preventDefault();
-      const moved = event.dataTransfer.getData("text/plain");
-      const target = symbolOf(event);
-      if (moved && target && moved !== target) this.on.moveTo(moved, this.order.indexOf(target));
-    });
-  }
-
-  key(event) {
-    if (event.target !== this.body) return; // a row's own controls keep their keys
-    const shown = this.shown();
-    const at = shown.indexOf(this.selected);
-    const go = (index) => {
-      event.preventDefault();
-      if (shown.length) this.select(shown[Math.max(0, Math.min(shown.length - 1, index))]);
-    };
-    if (event.altKey && (event.key === "ArrowUp" || event.key === "ArrowDown")) {
-      event.preventDefault();
-      if (this.selected) this.on.move(this.selected, event.key === "ArrowUp" ? -1 : 1);
-    } else if (event.key === "ArrowDown") go(at + 1);
-    else if (event.key === "ArrowUp") go(at - 1);
-    else if (event.key === "Home") go(0);
-    else if (event.key === "End") go(shown.length - 1);
-    else if ((event.key === "Delete" || event.key === "Backspace") && this.selected) {
-      event.preventDefault();
-      const next = shown[at + 1] ?? shown[at - 1] ?? null;
-      this.on.remove(this.selected);
-      if (next) this.select(next);
-    } else if (event.key === "t" && this.selected) {
-      const values = fmt.THROTTLES.map(([ms]) => ms);
-      const now = values.indexOf(this.view.throttle(this.selected));
-      this.on.throttle(this.selected, values[(now + 1) % values.length]);
-    }
+    return [...this.body.children].map((el) => el.dataset.symbol);
   }
 
   /** Show `ms` in the throttle select of `symbol` (after a change made elsewhere). */

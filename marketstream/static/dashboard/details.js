@@ -5,7 +5,7 @@
  * or not. Buttons move the symbol in the watchlist and remove it (for touch screens).
  */
 import * as fmt from "./format.js";
-import { throttleSelect } from "./board.js";
+import { throttleSelect } from "./throttle-select.js";
 
 export class Details {
   constructor(el, view, on) {

@@ -22,6 +22,10 @@ import { Watchlists } from "./watchlists.js";
 
 const $ = (id) => document.getElementById(id);
 const REFRESH_MS = 250;
+// The board is written at most 30 times a second (every other frame at 60 Hz): a number that
+// changes faster cannot be read, and each frame that changes the page costs its style, layout,
+// paint and commit. The chart and scrolling keep every frame. docs/dashboard.md has the numbers.
+const BOARD_EVERY_MS = 1000 / 30;
 const CHART_DELAY_MS = 150; // the chart follows the selection once it rests
 const NOTICE_MS = 8000;
 const INTERVAL_ITEM = "marketstream.interval";
@@ -70,6 +74,7 @@ const actions = {
   },
   throttle: (s, ms) => watchlists.setThrottle(s, ms),
   sort: (sort) => watchlists.setSort(sort),
+  dirty: () => requestFrame(),
 };
 
 const header = new Header(
@@ -89,14 +94,14 @@ const header = new Header(
   },
   { key: useKey, forgetKey, reconnect: () => stream.start() },
 );
-const board = new Board($("board"), view, actions);
+const board = new Board($("board"), $("rows"), view, actions);
 const details = new Details($("details"), view, actions);
 let chart = null; // the chart's library loads after the stream has started: the board does not wait for it
 const lists = new ListControls(
   { select: $("list"), name: $("list-name"), create: $("list-new"), drop: $("list-delete") },
   watchlists,
 );
-new Search($("search"), $("results"), catalog, (s) => watchlists.has(s), (s) => watchlists.add(s));
+const search = new Search($("search"), $("results"), catalog, (s) => watchlists.has(s), (s) => watchlists.add(s));
 watchlists.onChange = applyWatchlist;
 
 // -- the watchlist, the selection and the chart ------------------------------------
@@ -210,11 +215,16 @@ function requestFrame() {
   }
 }
 
+let boardAt = -Infinity;
 function drawFrame(now) {
   const started = performance.now();
   framePending = false;
   perf.frames += 1;
-  const more = board.render(now);
+  let more = true;
+  if (now - boardAt >= BOARD_EVERY_MS - 1) {
+    boardAt = now;
+    more = board.render(now);
+  }
   chart?.flush();
   if (more) requestFrame();
   perf.busyMs += performance.now() - started;
@@ -290,6 +300,7 @@ async function start() {
   }
   watchlists.ensure(catalog.defaults());
   applyWatchlist();
+  if (document.activeElement === $("search")) search.update(); // typed before the catalog came
   stream.start();
   if (!chart) setTimeout(loadChart, 0);
 }
