@@ -70,5 +70,9 @@ vendor:
 vendor-check:
 	marketstream/frontend/vendor.sh --check
 
+## docs/dashboard.png, the README's screenshot, taken by the browser tests' Chromium (Redis on 127.0.0.1:6379)
+screenshot: install-dev $(CHROMIUM)
+	MARKETSTREAM_SCREENSHOT=docs/dashboard.png $(PY) -m pytest -q tests/browser/test_dashboard.py -k readme_screenshot
+
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

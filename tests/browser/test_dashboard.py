@@ -35,7 +35,7 @@ def wait_js(tab: Tab, expression: str, timeout: float = 10_000) -> None:
 
 
 def test_a_first_visit_streams_a_default_watchlist_with_a_chart(
-    open_page: OpenPage, dashboard_hub: DashboardHub, tmp_path: Path
+    open_page: OpenPage, dashboard_hub: DashboardHub
 ) -> None:
     tab = open_page(dashboard_hub.url)
     page = tab.page
@@ -83,8 +83,6 @@ def test_a_first_visit_streams_a_default_watchlist_with_a_chart(
     expect(page.locator("#lost")).to_have_text("0")
     rate = float(page.locator("#rate").inner_text())
     assert rate > 10, f"{rate} updates/s over 8 symbols at about 6 ticks/s each"
-    shot = os.environ.get("MARKETSTREAM_SCREENSHOT")  # `make screenshot` writes docs/dashboard.png
-    page.screenshot(path=shot or str(tmp_path / "dashboard.png"))
 
 
 def test_search_add_remove_reorder_and_named_watchlists_survive_a_reload(
@@ -245,3 +243,16 @@ def test_make_run_serves_the_page_and_its_files_without_the_admin(open_page: Ope
     for path in ("dashboard/main.js", "vendor/lightweight-charts/lightweight-charts.standalone.production.mjs"):
         response = tab.page.request.get(f"http://127.0.0.1:{embedded_hub}/static/{path}")
         assert response.status == 200 and response.headers["content-type"].startswith("text/javascript"), path
+
+
+def test_the_readme_screenshot(open_page: OpenPage, dashboard_hub: DashboardHub, tmp_path: Path) -> None:
+    """Last in this module, so that the chart has some history. `make screenshot` sets
+    MARKETSTREAM_SCREENSHOT=docs/dashboard.png; otherwise it goes to a temporary directory."""
+    tab = open_page(dashboard_hub.url)
+    page = tab.page
+    go_live(tab)
+    wait_js(tab, "s.chart.loaded && s.chart.candles >= 10 && Object.values(s.symbols).every((x) => x.price !== null)")
+    page.locator('#rows .row[data-symbol="MSFT"] select.throttle').select_option("250")
+    page.wait_for_timeout(2500)  # updates/s readouts, sparklines
+    shot = os.environ.get("MARKETSTREAM_SCREENSHOT")
+    page.screenshot(path=shot or str(tmp_path / "dashboard.png"))

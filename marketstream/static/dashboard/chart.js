@@ -60,7 +60,8 @@ export class ChartPanel {
     });
     this.candleChart.priceScale("volume").applyOptions({ scaleMargins: { top: 0.8, bottom: 0 } });
     this.candles.priceScale().applyOptions({ scaleMargins: { top: 0.08, bottom: 0.25 } });
-    this.tickChart = createChart(ticksEl, options);
+    // ticks come several a second: narrow spacing, the newest at the right edge
+    this.tickChart = createChart(ticksEl, { ...options, timeScale: { ...options.timeScale, barSpacing: 3, rightOffset: 3 } });
     this.line = this.tickChart.addSeries(LineSeries, { color: "#4c9aff", lineWidth: 1.5, priceLineVisible: false });
     this.symbol = null;
     this.interval = null;
@@ -109,7 +110,7 @@ export class ChartPanel {
     this.loaded = true;
     this.flush();
     this.candleChart.timeScale().scrollToRealTime();
-    this.tickChart.timeScale().fitContent();
+    this.tickChart.timeScale().scrollToRealTime();
   }
 
   onBar(bar) {
