@@ -256,3 +256,81 @@ def test_the_readme_screenshot(open_page: OpenPage, dashboard_hub: DashboardHub,
     page.wait_for_timeout(2500)  # updates/s readouts, sparklines
     shot = os.environ.get("MARKETSTREAM_SCREENSHOT")
     page.screenshot(path=shot or str(tmp_path / "dashboard.png"))
+
+
+MODELS = """async () => {
+  const { backoff } = await import("/static/dashboard/stream.js");
+  const { SeqBook } = await import("/static/dashboard/accounting.js");
+  const { Rates } = await import("/static/dashboard/rates.js");
+  const { Catalog } = await import("/static/dashboard/catalog.js");
+  const { Watchlists } = await import("/static/dashboard/watchlists.js");
+  const out = {};
+  out.backoff = [0, 1, 2, 5, 9].map((n) => [backoff(n, () => 0), backoff(n, () => 1)]);
+
+  const book = new SeqBook();
+  const tick = (seq, conflated) => ({ symbol: "A", seq, ...(conflated ? { conflated } : {}) });
+  book.acked({ symbols: ["A"], epochs: { A: "e1" } });
+  const taken = [book.take(tick(10), true), book.take(tick(11)), book.take(tick(13, 1)), book.take(tick(16))];
+  taken.push(book.take(tick(16)));
+  const beforeReset = { ...book.entry("A") };
+  book.reset("A", "e2");
+  book.take(tick(1));
+  book.take(tick(2));
+  const afterReset = { ...book.entry("A") };
+  const since = book.since(["A", "B"]);
+  book.acked({ symbols: ["A"], epochs: { A: "e2" }, recovered: { A: false } });
+  out.book = { taken, beforeReset, afterReset, since, afterRefusal: { ...book.entry("A") } };
+
+  let now = 0;
+  const rates = new Rates(() => now);
+  for (let k = 0; k < 40; k++) { now = k * 50; rates.count("A"); }  // 20 a second for 2 s
+  now = 2000;
+  out.rates = [rates.rate("A"), rates.rate("B"), rates.total()];
+  now = 10_000;
+  out.rates.push(rates.rate("A"));
+
+  const catalog = new Catalog(null);
+  catalog.entries = new Map(["MSFT Microsoft Corp.", "AMD Advanced Micro Devices Inc.", "EUR/USD Euro / US Dollar",
+    "EUR/GBP Euro / British Pound", "MU Micron Technology"].map((line) => {
+    const [symbol, ...name] = line.split(" ");
+    return [symbol, { symbol, name: name.join(" "), key: symbol.replace("/", "") }];
+  }));
+  out.search = ["micro", "eurusd", "eur", "mu", "zzz", " "].map((q) => catalog.search(q).map((e) => e.symbol));
+
+  const store = new Map();
+  const storage = { getItem: (k) => store.get(k) ?? null, setItem: (k, v) => store.set(k, v) };
+  const lists = new Watchlists(storage);
+  lists.ensure(["A", "B", "C"]);
+  lists.add("D"); lists.add("A"); lists.move("D", -2); lists.remove("B"); lists.setThrottle("C", 250);
+  lists.create("Second"); lists.add("X"); lists.select(0);
+  const reloaded = new Watchlists(storage);
+  out.lists = [reloaded.lists.map((l) => [l.name, l.symbols]), reloaded.state.active, reloaded.throttle("C")];
+  reloaded.drop(); reloaded.drop();
+  out.lists.push(reloaded.lists.length);
+  return out;
+}"""
+
+
+def test_the_page_s_models_in_the_browser(open_page: OpenPage, embedded_hub: int) -> None:
+    """Backoff, accounting, rates, search and watchlists: the page's own modules, run in Chromium."""
+    tab = open_page(f"http://127.0.0.1:{embedded_hub}/")
+    out = tab.page.evaluate(MODELS)
+    assert out["backoff"] == [[250, 500], [500, 1000], [1000, 2000], [7500, 15000], [7500, 15000]], (
+        "equal jitter, 15 s cap"
+    )
+    book = out["book"]
+    assert book["taken"] == [True, True, True, True, False], "a seq already received is dropped"
+    assert (book["beforeReset"]["lost"], book["beforeReset"]["conflated"], book["beforeReset"]["duplicates"]) == (
+        2,
+        1,
+        1,
+    )
+    after = book["afterReset"]
+    assert (after["epoch"], after["seq"], after["lost"], after["resets"]) == ("e2", 2, 2, 1), (
+        "no loss counted at a reset"
+    )
+    assert book["since"] == {"A": {"seq": 2, "epoch": "e2"}}
+    assert book["afterRefusal"]["seq"] is None and book["afterRefusal"]["unrecovered"] == 1, "a snapshot comes instead"
+    assert out["rates"] == [20, 0, 20, 0]
+    assert out["search"] == [["MSFT", "MU", "AMD"], ["EUR/USD"], ["EUR/GBP", "EUR/USD"], ["MU"], [], []]
+    assert out["lists"] == [[["Watchlist", ["A", "D", "C"]], ["Second", ["X"]]], 0, 250, 1]

@@ -1,6 +1,7 @@
 /**
  * The selected symbol's details beside its chart: name, kind and reference, its throttle
- * (also on phones, where the board hides that column), the updates per second received,
+ * (also on phones, where the board hides that column), the size and time of its last
+ * tick (columns narrow screens hide), the updates per second received,
  * its seq and epoch, and the accounting: lost, conflated, resets, reconnects recovered
  * or not. Buttons move the symbol in the watchlist and remove it (for touch screens).
  */
@@ -19,6 +20,8 @@ export class Details {
       <dl class="d-stats">
         <div><dt>Upd/s</dt><dd class="d-rate">–</dd></div>
         <div><dt>Reference</dt><dd class="d-reference">–</dd></div>
+        <div><dt>Size</dt><dd class="d-size">–</dd></div>
+        <div><dt>Last update</dt><dd class="d-time">–</dd></div>
         <div><dt>Seq</dt><dd class="d-seq">–</dd></div>
         <div><dt>Epoch</dt><dd class="d-epoch">–</dd></div>
         <div><dt>Lost</dt><dd class="d-lost">0</dd></div>
@@ -66,6 +69,8 @@ export class Details {
     const reason = this.view.reason(symbol);
     this.text(".d-rate", reason ?? fmt.rate(this.view.rate(symbol)));
     this.text(".d-reference", reference ? fmt.price(reference, quote?.decimals ?? 2) : "–");
+    this.text(".d-size", quote ? fmt.size(quote.size) : "–");
+    this.text(".d-time", quote ? fmt.time(quote.ts) : "–");
     this.text(".d-seq", entry?.seq != null ? String(entry.seq) : "–");
     this.text(".d-epoch", entry?.epoch ?? "–");
     this.text(".d-lost", String(entry?.lost ?? 0));
