@@ -10,7 +10,10 @@ export class Header {
     this.els = els; // {status, reconnect, rtt, age, rate, lost, reconnects, keyToggle, keyForm, key, keyForget, keyMessage}
     this.on = on; // {key(key), forgetKey(), reconnect()}
     this.status = { state: "connecting", text: "connecting…" };
-    els.keyToggle.addEventListener("click", () => this.showKey(""));
+    els.keyToggle.addEventListener("click", () => {
+      if (els.keyForm.hidden) this.showKey("");
+      else els.keyForm.hidden = true;
+    });
     els.keyForm.addEventListener("submit", (event) => {
       event.preventDefault();
       const key = els.key.value.trim();
