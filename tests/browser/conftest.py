@@ -1,6 +1,6 @@
 """The dashboard in a real browser: Debian's Chromium driven by Playwright (never a downloaded one).
 
-- `browser`: one headless Chromium for the session;
+- `browser`: one headless Chromium for these tests;
 - `open_page(url, width, height)`: a page in a fresh context (empty localStorage and
   sessionStorage), with its console errors collected and its WebSocket frames recorded
   and decoded (`Tab.wire`); every tab is closed after the test, and a test fails if its
@@ -44,7 +44,7 @@ FEED_RATE = 300  # ticks/s over the 48 symbols of the demo universe: about 6 per
 NETWORK_ERRORS = re.compile(r"WebSocket connection to .* failed|net::ERR_CONNECTION_REFUSED")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")  # not the session: Playwright's loop must be gone before async tests run
 def browser() -> Iterator[Browser]:
     if not Path(CHROMIUM).exists() and not shutil.which("chromium"):
         pytest.fail("Chromium is missing: `make test` installs it, or run `apt-get install -y chromium`")
