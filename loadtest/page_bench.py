@@ -25,7 +25,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
+import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -124,8 +126,7 @@ def run(rates: list[float], seconds: float, symbols: int) -> list[dict[str, Any]
     if not Path(CHROMIUM).exists():
         sys.exit("page_bench needs Debian's Chromium (apt-get install -y chromium)")
     prefix = f"pagebench-{uuid.uuid4().hex[:8]}"
-    log_dir = Path(f"/tmp/{prefix}")
-    log_dir.mkdir()
+    log_dir = Path(tempfile.mkdtemp(prefix=f"{prefix}-"))
     env = service_env(REDIS_URL, prefix, {"LOG_LEVEL": "WARNING"}, clean=True)
     services: list[Service] = []
     results = []
@@ -161,6 +162,7 @@ def run(rates: list[float], seconds: float, symbols: int) -> list[dict[str, Any]
         for service in reversed(services):
             service.stop()
         delete_prefix(REDIS_URL, prefix)
+        shutil.rmtree(log_dir, ignore_errors=True)
     return results
 
 
