@@ -7,7 +7,7 @@ PORT ?= 8000
 MYPY := $(VENV)/bin/mypy . && $(VENV)/bin/mypy --strict marketstream/core marketstream/client tests/support
 REDIS_CHECK := $(PY) -c "import redis,sys; redis.Redis(host='127.0.0.1', port=6379, socket_connect_timeout=2).ping()"
 
-.PHONY: run test lint fmt install install-dev install-load clean
+.PHONY: run test lint fmt install install-dev install-load clean vendor vendor-check screenshot
 
 $(VENV)/.installed: pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { \
@@ -60,6 +60,19 @@ lint: install-dev
 fmt: install-dev
 	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix .
+
+## The page's libraries (lightweight-charts, @msgpack/msgpack) are vendored in marketstream/static/vendor/:
+## refresh them from the npm registry at the versions of marketstream/frontend/package-lock.json and check
+## their SHA-256 (UPDATE=1 rewrites the list). Needs Node.js and npm; `make run` does not.
+vendor:
+	UPDATE=$(UPDATE) marketstream/frontend/vendor.sh
+
+vendor-check:
+	marketstream/frontend/vendor.sh --check
+
+## docs/dashboard.png, the README's screenshot, taken by the browser tests' Chromium (Redis on 127.0.0.1:6379)
+screenshot: install-dev $(CHROMIUM)
+	MARKETSTREAM_SCREENSHOT=docs/dashboard.png $(PY) -m pytest -q tests/browser/test_dashboard.py -k readme_screenshot
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

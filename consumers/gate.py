@@ -209,6 +209,17 @@ class Gate:
         self.counts["admitted"] += 1
         return grant
 
+    async def admits_without_key(self, credentials: Credentials) -> bool:
+        """Whether these credentials would be admitted without a key or token: anonymous
+        access is on, or the session has a usable grant. For pages, which ask for a key
+        only when one is needed. Counts nothing."""
+        if self.access.anonymous is not None:
+            return True
+        if credentials.session is None:
+            return False
+        grant = await self.book.session_grant(credentials.session[:MAX_CREDENTIAL_CHARS])
+        return grant is not None and not grant.expired(time.time())
+
     def origin_allowed(self, origin: str, host: str | None, grant: Grant) -> bool:
         allowed = self.access.allowed_origins
         return "*" in allowed or origin in allowed or origin in grant.origins or same_origin(origin, host)

@@ -16,11 +16,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from feeds.simulated import Quote, TimedQuote
 from marketstream.core.bars import NS
 from marketstream.core.store import Store
+from marketstream.core.symbols import SymbolInfo
 from marketstream.core.tick import Draft, EncodedTick, now_ns
 from marketstream.core.transport import TickTransport
 
@@ -36,9 +37,12 @@ class Publisher:
         self._lock = asyncio.Lock()  # a batch, or a finalization, at a time
         self._last_ts = 0  # the ts of the last batch published
 
-    async def prepare(self, symbols: Sequence[str]) -> None:
-        """Register `symbols` in the catalog."""
+    async def prepare(self, symbols: Sequence[str], infos: Mapping[str, SymbolInfo] | None = None) -> None:
+        """Register `symbols` in the catalog, with what `infos` says of them (name, kind,
+        reference price)."""
         await self.store.register(symbols)
+        if infos:
+            await self.store.describe(infos)
 
     def stamp(self, quotes: Sequence[Quote | TimedQuote]) -> list[Draft]:
         """Quotes as drafts stamped with `ts`, each encoded once. A quote that carries

@@ -30,6 +30,7 @@ from typing import IO, Any, cast
 from feeds.quotes import BadQuote, parse_quote, source_time
 from feeds.runner import sleep_or_stop
 from feeds.simulated import Quote, TimedQuote
+from marketstream.core.symbols import SymbolInfo
 
 MAX_BATCH = 1000  # quotes per batch at most (as fast as possible, or a burst of one instant)
 SAMPLE = Path(__file__).resolve().parent / "samples" / "ticks.ndjson"  # recorded from the simulated feed
@@ -95,6 +96,10 @@ class ReplaySource:
         self._symbols: list[str] | None = None
         self.first = 0  # the first record's time
         self.period = 0.0  # seconds (at speed 1) from the first record of one pass to the first of the next
+
+    def infos(self) -> dict[str, SymbolInfo]:
+        """A recording names its symbols, nothing more: the catalog keeps what it knows."""
+        return {}
 
     def symbols(self) -> list[str]:
         """The file's symbols, in order of first appearance; reads (and checks) the whole file once."""

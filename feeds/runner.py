@@ -17,11 +17,12 @@ import contextlib
 import logging
 import math
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Protocol
 
 from feeds.publisher import Publisher
 from feeds.simulated import Quote, SimulatedFeed, TimedQuote
+from marketstream.core.symbols import SymbolInfo
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +37,10 @@ class Source(Protocol):
     def symbols(self) -> list[str]:
         """Every symbol the source will publish (registered in the catalog first; their
         bars are made final on time)."""
+        ...
+
+    def infos(self) -> Mapping[str, SymbolInfo]:
+        """What the catalog says of the symbols it knows (name, kind, reference price)."""
         ...
 
     def batches(self, stop: asyncio.Event) -> AsyncIterator[Sequence[Quote | TimedQuote]]:
@@ -58,7 +63,7 @@ async def run_source(
     (nothing a source yields is dropped). With `bars`, a timer makes the bars of the
     source's symbols final as their intervals end."""
     symbols = source.symbols()
-    await publisher.prepare(symbols)
+    await publisher.prepare(symbols, source.infos())
     timer = asyncio.get_running_loop().create_task(finalize_bars(publisher, symbols, stop)) if bars else None
     sent = 0
     try:
@@ -131,6 +136,9 @@ class SimulatedSource:
 
     def symbols(self) -> list[str]:
         return [i.symbol for i in self.feed.instruments]
+
+    def infos(self) -> dict[str, SymbolInfo]:
+        return self.feed.infos()
 
     async def batches(self, stop: asyncio.Event) -> AsyncIterator[Sequence[Quote | TimedQuote]]:
         if stop.is_set():

@@ -10,6 +10,7 @@ import random
 from collections.abc import Sequence
 
 from feeds.universe import Instrument
+from marketstream.core.symbols import SymbolInfo
 
 Quote = tuple[str, float, float, float, float]  # symbol, price, size, bid, ask
 # a quote from a source with a clock of its own (replay, ingest): ... and the source's time, int ns
@@ -27,6 +28,10 @@ class SimulatedFeed:
         self.instruments = list(instruments)
         self.random = random.Random(seed)
         self.mid = [i.price for i in self.instruments]
+
+    def infos(self) -> dict[str, SymbolInfo]:
+        """What the catalog says of each instrument: name, kind and reference price."""
+        return {i.symbol: i.info() for i in self.instruments}
 
     def _decimals(self, increment: float) -> int:
         return max(0, -math.floor(math.log10(increment) + 1e-9))

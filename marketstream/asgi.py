@@ -59,7 +59,7 @@ async def lifespan(scope: dict[str, Any], receive: Any, send: Any) -> None:
 
 
 class LeanHandler(ASGIHandler):
-    """Django for the API, /healthz and /metrics, without the middleware stack.
+    """Django for the API, /healthz, /metrics and static files, without the middleware stack.
 
     Those views need no session, CSRF or messages middleware (credentials are the gate's,
     read from the request itself), and each `MiddlewareMixin` runs its hooks through a
@@ -72,13 +72,13 @@ class LeanHandler(ASGIHandler):
             super().load_middleware(is_async)
 
 
-LEAN_PATHS = ("/api/", "/healthz", "/metrics")
+LEAN_PATHS = ("/api/", "/healthz", "/metrics", "/static/")
 NOSNIFF = (b"x-content-type-options", b"nosniff")  # what SecurityMiddleware would add to JSON
 lean_app = LeanHandler()
 
 
 async def http(scope: dict[str, Any], receive: Any, send: Any) -> None:
-    """HTTP: the API, health and metrics without middleware; pages and the admin with it."""
+    """HTTP: the API, health, metrics and static files without middleware; pages and the admin with it."""
     if not scope["path"].startswith(LEAN_PATHS):
         await django_app(scope, receive, send)
         return

@@ -5,6 +5,7 @@ layer and a simulated feed inside the server process.
 
 from __future__ import annotations
 
+import mimetypes
 import os
 from pathlib import Path
 from typing import Any
@@ -84,6 +85,9 @@ else:
     DATA_DIR.mkdir(parents=True, exist_ok=True)
     DATABASES = {"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": DATA_DIR / "marketstream.sqlite3"}}
 STATIC_URL = "static/"
+# the dashboard's scripts, styles and vendored libraries (marketstream/static/); the admin's come from its app
+STATICFILES_DIRS = [BASE_DIR / "marketstream" / "static"]
+mimetypes.add_type("text/javascript", ".mjs")  # ES modules must be served as JavaScript; not every OS knows .mjs
 USE_TZ = True
 TIME_ZONE = "UTC"
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"

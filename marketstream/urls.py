@@ -1,9 +1,8 @@
 from django.conf import settings
 from django.contrib import admin
-from django.contrib.staticfiles.views import serve
 from django.urls import URLPattern, URLResolver, path, re_path
 
-from marketstream import views
+from marketstream import assets, views
 
 
 def patterns(with_admin: bool) -> list[URLPattern | URLResolver]:
@@ -20,8 +19,8 @@ def patterns(with_admin: bool) -> list[URLPattern | URLResolver]:
     ]
     if with_admin:
         routes.append(path("admin/", admin.site.urls))
-        # the admin's CSS and scripts (uvicorn serves no static files; a local admin needs no CDN)
-        routes.append(re_path(r"^static/(?P<path>.*)$", serve, {"insecure": True}))
+    # the dashboard's modules, styles and vendored libraries, and the admin's (marketstream/assets.py)
+    routes.append(re_path(r"^static/(?P<path>.*)$", assets.serve, name="static"))
     return routes
 
 

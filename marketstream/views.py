@@ -39,7 +39,14 @@ def services_of(request: HttpRequest) -> Services:
 
 
 async def index(request: HttpRequest) -> HttpResponse:
-    return render(request, "index.html", {"embedded": embedded()})
+    """The dashboard (marketstream/static/dashboard/, docs/dashboard.md). It asks for a key
+    first when the hub would not admit this visitor without one."""
+    try:
+        services = services_of(request)
+        key_required = not await services.gate.admits_without_key(credentials_of(request.headers.items(), None))
+    except RuntimeError:
+        key_required = False  # no services: the page finds out and says so
+    return render(request, "index.html", {"embedded": embedded(), "key_required": key_required})
 
 
 def _error(status: int, code: str, message: str) -> JsonResponse:
@@ -75,18 +82,29 @@ def authenticated(view: ApiView) -> Callable[[HttpRequest], Coroutine[Any, Any, 
 
 @authenticated
 async def symbols(request: HttpRequest, services: Services, grant: Grant) -> HttpResponse:
-    """The catalog of what the caller may see: each symbol with its epoch and last tick
-    (null before its first)."""
+    """The catalog of what the caller may see: each symbol with its name, kind, epoch,
+    reference price and last tick (null before its first; name, kind and reference null
+    when no publisher described the symbol)."""
+    store = services.store
     try:
-        catalog = await asyncio.wait_for(services.store.catalog(), 2.0)
+        catalog, infos = await asyncio.wait_for(asyncio.gather(store.catalog(), store.descriptions()), 2.0)
     except Exception as exc:
         return JsonResponse({"error": "unavailable", "message": f"catalog unavailable: {exc}"}, status=503)
     allows = grant.entitlement.allows
-    entries = [
-        {"symbol": s, "epoch": t.epoch if t else None, "last": t.decode() if t else None}
-        for s, t in catalog.items()
-        if allows(s)
-    ]
+    entries = []
+    for s, t in catalog.items():
+        if allows(s):
+            info = infos.get(s)
+            entries.append(
+                {
+                    "symbol": s,
+                    "name": info.name if info else None,
+                    "kind": info.kind if info else None,
+                    "epoch": t.epoch if t else None,
+                    "reference": info.reference if info else None,
+                    "last": t.decode() if t else None,
+                }
+            )
     return JsonResponse({"symbols": entries})
 
 

@@ -3,6 +3,8 @@
 Redis layout under the key prefix P (``MARKETSTREAM_PREFIX``):
 
 - ``P:catalog``        set of the symbols the hub knows;
+- ``P:info``           hash symbol -> what its publisher says of it, JSON ``{name, kind,
+  reference}`` (the catalog's name, kind and reference price);
 - ``P:seq``            hash symbol -> its last seq: the seq authority (publish.lua), so
   seq survives restarts of feeds and hubs and is shared by every publisher;
 - ``P:epoch``          hash symbol -> its epoch, new whenever its seq was lost;
@@ -13,12 +15,14 @@ Redis layout under the key prefix P (``MARKETSTREAM_PREFIX``):
 - ``P:bars:INTERVAL:SYMBOL`` list of its last final bars of that interval, oldest first,
   each a msgpack array [start (s), open, high, low, close, volume, count].
 
-Every write goes through publish.lua (one atomic step per batch of ticks) or, for bars
-whose interval ended without a tick, finalize.lua.
+Every write but the catalog's (``register``, ``describe``) goes through publish.lua (one
+atomic step per batch of ticks) or, for bars whose interval ended without a tick,
+finalize.lua.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Iterable, Mapping, Sequence
 from importlib import resources
@@ -32,6 +36,7 @@ from redis.backoff import ExponentialBackoff
 
 from marketstream.core.bars import DEFAULT_KEEP, INTERVALS, NS, Bar
 from marketstream.core.store import MAX_HISTORY_READ, History, new_epoch
+from marketstream.core.symbols import SymbolInfo
 from marketstream.core.tick import Draft, EncodedTick
 
 log = logging.getLogger(__name__)
@@ -118,6 +123,7 @@ class RedisStore:
         self.history_length = history_length
         self.bars_keep = bars_keep
         self.catalog_key = f"{prefix}:catalog"
+        self.info_key = f"{prefix}:info"
         self.seq_key = f"{prefix}:seq"
         self.epoch_key = f"{prefix}:epoch"
         self.snapshot_key = f"{prefix}:snapshot"
@@ -139,6 +145,23 @@ class RedisStore:
         if not symbols:
             return []
         return [bool(x) for x in await self.redis.smismember(self.catalog_key, list(symbols))]
+
+    async def describe(self, infos: Mapping[str, SymbolInfo]) -> None:
+        if infos:
+            await self.redis.hset(self.info_key, mapping={s: json.dumps(i.as_dict()) for s, i in infos.items()})
+
+    async def descriptions(self) -> dict[str, SymbolInfo]:
+        found = {}
+        for symbol, raw in (await self.redis.hgetall(self.info_key)).items():
+            try:
+                info = SymbolInfo.from_dict(json.loads(raw))
+            except ValueError:
+                info = None
+            if info is None:
+                log.error("store: ignoring a description of %r that is not one: %r", symbol, raw[:80])
+            else:
+                found[symbol.decode() if isinstance(symbol, bytes) else symbol] = info
+        return found
 
     def bars_key(self, symbol: str, interval: str) -> str:
         return f"{self.bars_prefix}{interval}:{symbol}"

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from marketstream.core.bars import DEFAULT_KEEP, Bar, BarBook, BarUpdate
+from marketstream.core.symbols import SymbolInfo
 from marketstream.core.tick import Draft, EncodedTick
 
 MAX_HISTORY_READ = 10_000  # ticks one history read returns at most (PROTOCOL.md: `limit`)
@@ -48,6 +49,13 @@ class Store(Protocol):
 
     async def known(self, symbols: Sequence[str]) -> list[bool]:
         """For each symbol, whether it is in the catalog."""
+
+    async def describe(self, infos: Mapping[str, SymbolInfo]) -> None:
+        """Keep what a publisher says about these symbols (name, kind, reference price),
+        replacing what was said before."""
+
+    async def descriptions(self) -> dict[str, SymbolInfo]:
+        """What was said about the symbols described so far."""
 
     async def append(self, drafts: Sequence[Draft]) -> list[EncodedTick]:
         """Assign each draft its symbol's next seq (a new epoch when the symbol's seq was
@@ -92,6 +100,7 @@ class MemoryStore:
     def __init__(self, history_length: int = 2000, bars_keep: int = DEFAULT_KEEP) -> None:
         self.history_length = history_length
         self.symbols: set[str] = set()
+        self.infos: dict[str, SymbolInfo] = {}
         self.last: dict[str, EncodedTick] = {}
         self.epochs: dict[str, str] = {}
         self.ticks: dict[str, collections.deque[EncodedTick]] = {}
@@ -102,6 +111,12 @@ class MemoryStore:
 
     async def known(self, symbols: Sequence[str]) -> list[bool]:
         return [s in self.symbols for s in symbols]
+
+    async def describe(self, infos: Mapping[str, SymbolInfo]) -> None:
+        self.infos.update(infos)
+
+    async def descriptions(self) -> dict[str, SymbolInfo]:
+        return dict(self.infos)
 
     async def append(self, drafts: Sequence[Draft]) -> list[EncodedTick]:
         return self.append_with_bars(drafts)[0]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from marketstream.adapters.redis_store import RedisStore
+from marketstream.core.symbols import SymbolInfo
 from marketstream.core.tick import Draft
 
 
@@ -15,6 +16,19 @@ async def test_register_and_known(store: RedisStore) -> None:
     await store.register([])
     assert await store.known(["AAPL", "MSFT", "EUR/USD"]) == [True, False, True]
     assert await store.known([]) == []
+
+
+async def test_descriptions_keep_the_last_said_of_each_symbol(store: RedisStore) -> None:
+    assert await store.descriptions() == {}
+    await store.describe({"AAPL": SymbolInfo("Apple", "equity", 1.0), "EUR/USD": SymbolInfo("Euro", "fx", None)})
+    await store.describe({"AAPL": SymbolInfo("Apple Inc.", "equity", 227.5)})
+    await store.describe({})
+    await store.redis.hset(store.info_key, "BAD", b"not json")
+    await store.redis.hset(store.info_key, "WORSE", b'{"name": 1}')
+    assert await store.descriptions() == {
+        "AAPL": SymbolInfo("Apple Inc.", "equity", 227.5),
+        "EUR/USD": SymbolInfo("Euro", "fx", None),
+    }, "entries that are not descriptions are skipped"
 
 
 async def test_append_keeps_the_last_tick_and_the_catalog(store: RedisStore) -> None:

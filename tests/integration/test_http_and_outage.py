@@ -24,6 +24,9 @@ async def test_http_catalog_health_metrics_landing(procs: Processes, prefix: str
     assert status == 200
     entries = {e["symbol"]: e["last"] for e in body["symbols"]}
     assert set(entries) == set(symbols)
+    described = {e["symbol"]: (e["name"], e["kind"], e["reference"]) for e in body["symbols"]}
+    assert described == {"AAPL": ("Apple Inc.", "equity", 227.5), "EUR/USD": ("Euro / US Dollar", "fx", 1.0845)}
+    assert all(e["epoch"] and len(e["epoch"]) == 8 for e in body["symbols"])
     for symbol in symbols:
         last = entries[symbol]
         assert last["symbol"] == symbol and last["seq"] >= 1

@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 from marketstream.core.store import History, MemoryStore, Store, new_epoch
+from marketstream.core.symbols import SymbolInfo
 from tests.unit.core.fakes import draft
 
 
@@ -15,6 +16,18 @@ async def test_register_and_known() -> None:
     await store.register(iter(["EUR/USD"]))
     assert await store.known(["MSFT", "IBM", "EUR/USD", "AAPL"]) == [True, False, True, True]
     assert await store.known([]) == []
+
+
+async def test_descriptions_keep_the_last_said_of_each_symbol() -> None:
+    store = MemoryStore()
+    assert await store.descriptions() == {}
+    await store.describe({"AAPL": SymbolInfo("Apple", "equity", 1.0), "EUR/USD": SymbolInfo("Euro", "fx", 1.1)})
+    await store.describe({"AAPL": SymbolInfo("Apple Inc.", "equity", 2.0)})
+    await store.describe({})
+    assert await store.descriptions() == {
+        "AAPL": SymbolInfo("Apple Inc.", "equity", 2.0),
+        "EUR/USD": SymbolInfo("Euro", "fx", 1.1),
+    }
 
 
 async def test_append_keeps_the_last_tick_and_catalogs_its_symbol() -> None:

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from marketstream.core.symbols import normalize
+from marketstream.core.symbols import SymbolInfo, normalize
 
 
 @pytest.mark.parametrize(
@@ -39,3 +39,20 @@ def test_a_normalized_symbol_is_valid_and_a_fixed_point(raw: str) -> None:
         assert 1 <= len(symbol) <= 32
         assert all(c.isascii() and (c.isupper() or c.isdigit() or c in ".-/:_") for c in symbol)
         assert normalize(symbol) == symbol
+
+
+def test_symbol_info_round_trips_through_a_map() -> None:
+    info = SymbolInfo("Apple Inc.", "equity", 227.5)
+    assert info.as_dict() == {"name": "Apple Inc.", "kind": "equity", "reference": 227.5}
+    assert SymbolInfo.from_dict(info.as_dict()) == info
+    assert SymbolInfo.from_dict({"name": "X", "kind": "fx", "reference": None}) == SymbolInfo("X", "fx", None)
+    assert SymbolInfo.from_dict({"name": "X", "kind": "fx", "reference": 2}) == SymbolInfo("X", "fx", 2.0)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [None, [], "x", {"name": "X"}, {"name": 1, "kind": "fx"}, {"name": "X", "kind": "fx", "reference": "1"},
+     {"name": "X", "kind": "fx", "reference": True}],
+)  # fmt: skip
+def test_a_map_that_is_not_a_symbol_info(value: object) -> None:
+    assert SymbolInfo.from_dict(value) is None

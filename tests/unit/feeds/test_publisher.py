@@ -16,6 +16,7 @@ import pytest
 from feeds.publisher import Publisher
 from feeds.simulated import Quote
 from marketstream.core.store import MemoryStore
+from marketstream.core.symbols import SymbolInfo
 from marketstream.core.tick import Draft, EncodedTick
 from tests.unit.core.fakes import FakeTransport, draft
 
@@ -52,6 +53,12 @@ async def test_prepare_registers_the_symbols(store: MemoryStore, transport: Fake
     assert await store.known(["AAPL", "MSFT", "IBM"]) == [True, True, False]
     assert await store.snapshots(["AAPL", "MSFT"]) == {}, "registering publishes nothing"
     assert transport.published == []
+
+
+async def test_prepare_describes_the_symbols(store: MemoryStore, transport: FakeTransport) -> None:
+    publisher = Publisher(store, transport)
+    await publisher.prepare(["AAPL"], {"AAPL": SymbolInfo("Apple Inc.", "equity", 227.5)})
+    assert await store.descriptions() == {"AAPL": SymbolInfo("Apple Inc.", "equity", 227.5)}
 
 
 async def test_seq_comes_from_the_store(store: MemoryStore, transport: FakeTransport) -> None:

@@ -10,7 +10,7 @@ import pytest
 from feeds.publisher import Publisher
 from feeds.runner import run_feed
 from feeds.simulated import SimulatedFeed
-from feeds.universe import generated
+from feeds.universe import DEFAULT_UNIVERSE, generated
 from marketstream.core.store import MemoryStore
 from marketstream.core.tick import Draft, EncodedTick
 from tests.unit.core.fakes import FakeTransport
@@ -68,6 +68,7 @@ async def test_max_ticks_and_ready() -> None:
     assert count == 25 and sent(transport) == 25 + 4
     assert ready.is_set()
     assert await store.known([i.symbol for i in generated(4)]) == [True] * 4
+    assert await store.descriptions() == {i.symbol: i.info() for i in generated(4)}, "with names and references"
 
 
 async def test_a_failed_publish_is_retried() -> None:
@@ -114,3 +115,13 @@ async def test_the_feed_ends_its_bars_on_time_without_ticks() -> None:
     assert len(transport.bar_updates) == 2, "its open bars, then their end: once"
     opened = await run_feed(feed, publisher, 0.01, stop, opening=False, bars=False)
     assert opened == 0 and len(transport.bar_updates) == 2, "stopped, and without bars: nothing more"
+
+
+def test_the_demo_universe_names_every_instrument_and_its_kind() -> None:
+    infos = SimulatedFeed(DEFAULT_UNIVERSE).infos()
+    assert len(infos) == len(DEFAULT_UNIVERSE) >= 45
+    assert all(i.name and i.name != s for s, i in infos.items()), "a name for people, not the symbol again"
+    kinds = {i.kind for i in infos.values()}
+    assert kinds == {"equity", "etf", "fx", "crypto"}
+    assert all(i.reference == inst.price for inst, i in zip(DEFAULT_UNIVERSE, infos.values(), strict=True))
+    assert infos["EUR/USD"].kind == "fx" and infos["BTC/USD"].kind == "crypto" and infos["SPY"].kind == "etf"
