@@ -63,6 +63,7 @@ from loadtest.services import (
     ProcessMeter,
     Service,
     ServiceError,
+    collect_replies,
     delete_prefix,
     free_port,
     hub_env,
@@ -95,16 +96,7 @@ class ClientPool:
 
     def replies(self, timeout: float) -> list[Any]:
         """One reply from every process, within `timeout` seconds overall."""
-        deadline = time.monotonic() + timeout
-        out = []
-        for pipe, process in zip(self.pipes, self.processes, strict=True):
-            while not pipe.poll(0.2):
-                if not process.is_alive():
-                    raise RuntimeError(f"client process {process.pid} exited with {process.exitcode}")
-                if time.monotonic() > deadline:
-                    raise TimeoutError(f"client process {process.pid} did not answer within {timeout:.0f} s")
-            out.append(pipe.recv()[1])
-        return out
+        return collect_replies(self.pipes, self.processes, timeout)
 
     def command(self, command: str, arg: Any = None, timeout: float = 30.0) -> list[Any]:
         for pipe in self.pipes:

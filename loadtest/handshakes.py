@@ -58,7 +58,17 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any, cast
 
-from loadtest.asyncws import OP_BINARY, OP_CLOSE, OP_PING, OP_PONG, OP_TEXT, FrameParser, close_frame, frame
+from loadtest.asyncws import (
+    OP_BINARY,
+    OP_CLOSE,
+    OP_PING,
+    OP_PONG,
+    OP_TEXT,
+    FrameParser,
+    check_response,
+    close_frame,
+    frame,
+)
 from loadtest.asyncws import handshake_request as ws_request
 from loadtest.catalog import STREAM_PATH, healthy
 from loadtest.clients import raise_nofile
@@ -68,6 +78,7 @@ from loadtest.services import (
     Hub,
     ProcessMeter,
     ServiceError,
+    collect_replies,
     delete_prefix,
     free_port,
     redis_ping,
@@ -131,14 +142,10 @@ class Stream(asyncio.Protocol):
                 return
             head, data = self.head[:end], self.head[end + 4 :]
             self.head = b""
-            status = head.split(b"\r\n", 1)[0].decode("latin-1")
-            if " 101 " not in f"{status} ":
-                body = data[:120].decode("utf-8", "replace")
-                self._fail(ConnectionRefusedError(f"handshake refused: {status}: {body}"))
-                self.close()
-                return
-            if self.accept not in head:
-                self._fail(ConnectionError("bad Sec-WebSocket-Accept"))
+            try:
+                check_response(head, self.accept)
+            except ConnectionError as exc:  # the refusal's body says why
+                self._fail(ConnectionRefusedError(f"{exc}: {data[:120].decode('utf-8', 'replace')}"))
                 self.close()
                 return
             self.upgraded = True
@@ -331,16 +338,8 @@ class Clients:
         self.replies(60.0)  # "ready": imports done, loop running
 
     def replies(self, timeout: float) -> list[Any]:
-        deadline = time.monotonic() + timeout
-        out = []
-        for pipe, process in zip(self.pipes, self.processes, strict=True):
-            while not pipe.poll(0.05):
-                if not process.is_alive():
-                    raise RuntimeError(f"client process {process.pid} exited with {process.exitcode}")
-                if time.monotonic() > deadline:
-                    raise TimeoutError(f"client process {process.pid} did not answer within {timeout:.0f} s")
-            out.append(pipe.recv()[1])
-        return out
+        """One reply from every process, within `timeout` seconds overall."""
+        return collect_replies(self.pipes, self.processes, timeout, poll=0.05)
 
     def open(self, count: int, concurrency: int, timeout: float) -> list[dict[str, Any]]:
         """Open `count` connections over all processes, `concurrency` in flight overall."""

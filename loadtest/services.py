@@ -21,6 +21,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import psutil
 
@@ -325,3 +326,18 @@ def delete_prefix(redis_url: str, prefix: str) -> int:
         return len(keys)
     finally:
         client.close()
+
+
+def collect_replies(pipes: Sequence[Any], processes: Sequence[Any], timeout: float, poll: float = 0.2) -> list[Any]:
+    """One reply (`(tag, value)`, the value kept) from each client process over its pipe,
+    within `timeout` seconds overall; raises naming the process that died or stayed silent."""
+    deadline = time.monotonic() + timeout
+    out = []
+    for pipe, process in zip(pipes, processes, strict=True):
+        while not pipe.poll(poll):
+            if not process.is_alive():
+                raise RuntimeError(f"client process {process.pid} exited with {process.exitcode}")
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"client process {process.pid} did not answer within {timeout:.0f} s")
+        out.append(pipe.recv()[1])
+    return out

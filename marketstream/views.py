@@ -9,7 +9,7 @@ import asyncio
 import functools
 import time
 from collections.abc import Awaitable, Callable, Coroutine
-from typing import Any
+from typing import Any, overload
 
 import orjson
 from django.conf import settings
@@ -24,7 +24,7 @@ from consumers.gate import Denied, credentials_of
 from consumers.grants import ANONYMOUS, Grant
 from marketstream import metrics
 from marketstream.core.bars import INTERVALS
-from marketstream.core.store import MAX_HISTORY_READ
+from marketstream.core.store import MAX_HISTORY_READ, Store
 from marketstream.core.symbols import normalize
 from marketstream.wiring import HUB_START_TIMEOUT, Services, embedded
 
@@ -56,6 +56,51 @@ def _error(status: int, code: str, message: str) -> JsonResponse:
     return response
 
 
+class BadQuery(Exception):
+    """A request the API answers with a 4xx and a JSON error (raised by the query helpers)."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+
+
+def entitled_symbol(request: HttpRequest, grant: Grant) -> str:
+    """`?symbol=`, normalized; BadQuery 400 when malformed, 403 when not entitled."""
+    symbol = normalize(request.GET.get("symbol", ""))
+    if symbol is None:
+        raise BadQuery(400, "bad_request", "symbol: expected 1-32 characters of A-Z 0-9 . - / : _")
+    if not grant.entitlement.allows(symbol):
+        raise BadQuery(403, "forbidden", f"not entitled to {symbol}")
+    return symbol
+
+
+@overload
+def int_param(request: HttpRequest, name: str, default: int, least: int, most: int | None = None) -> int: ...
+@overload
+def int_param(request: HttpRequest, name: str, default: None, least: int, most: int | None = None) -> int | None: ...
+def int_param(request: HttpRequest, name: str, default: int | None, least: int, most: int | None = None) -> int | None:
+    """An integer query parameter in `least..most`, or `default` when absent; BadQuery 400 otherwise."""
+    raw = request.GET.get(name)
+    if raw is None:
+        return default
+    bounds = f"{least}..{most}" if most is not None else f">= {least}"
+    try:
+        value = int(raw)
+    except ValueError:
+        raise BadQuery(400, "bad_request", f"{name} must be an integer {bounds}, got {raw[:20]!r}") from None
+    if value < least or (most is not None and value > most):
+        raise BadQuery(400, "bad_request", f"{name} must be {bounds}, got {value}")
+    return value
+
+
+async def require_known(store: Store, symbol: str) -> None:
+    """BadQuery 404 when `symbol` is not in the catalog (the store's errors pass through)."""
+    if not (await asyncio.wait_for(store.known([symbol]), 2.0))[0]:
+        raise BadQuery(404, "unknown_symbol", f"{symbol} is not in the catalog")
+
+
 ApiView = Callable[[HttpRequest, Services, Grant], Awaitable[HttpResponse]]
 
 
@@ -73,9 +118,9 @@ def authenticated(view: ApiView) -> Callable[[HttpRequest], Coroutine[Any, Any, 
         credentials = credentials_of(request.headers.items(), request.GET.get("token"))
         try:
             grant = await services.gate.admit(credentials)
-        except Denied as exc:
+            return await view(request, services, grant)
+        except (Denied, BadQuery) as exc:
             return _error(exc.status, exc.code, exc.message)
-        return await view(request, services, grant)
 
     return wrapper
 
@@ -124,26 +169,14 @@ async def tokens(request: HttpRequest, services: Services, grant: Grant) -> Http
 async def history(request: HttpRequest, services: Services, grant: Grant) -> HttpResponse:
     """`GET /api/v1/history?symbol=S&limit=L[&after_seq=N]`: the last L ticks, or the
     first L after N, oldest first, with the symbol's epoch and the oldest seq kept."""
-    symbol = normalize(request.GET.get("symbol", ""))
-    if symbol is None:
-        return _error(400, "bad_request", "symbol: expected 1-32 characters of A-Z 0-9 . - / : _")
-    if not grant.entitlement.allows(symbol):
-        return _error(403, "forbidden", f"not entitled to {symbol}")
-    try:
-        limit = int(request.GET.get("limit", "100"))
-        after = request.GET.get("after_seq")
-        after_seq = int(after) if after is not None else None
-    except ValueError:
-        return _error(400, "bad_request", "limit and after_seq must be integers")
-    if not 1 <= limit <= MAX_HISTORY_READ:
-        return _error(400, "bad_request", f"limit must be 1..{MAX_HISTORY_READ}, got {limit}")
-    if after_seq is not None and after_seq < 0:
-        return _error(400, "bad_request", f"after_seq must be >= 0, got {after_seq}")
+    symbol, limit = entitled_symbol(request, grant), int_param(request, "limit", 100, 1, MAX_HISTORY_READ)
+    after_seq = int_param(request, "after_seq", None, 0)
     try:
         store = services.store
-        if not (await asyncio.wait_for(store.known([symbol]), 2.0))[0]:
-            return _error(404, "unknown_symbol", f"{symbol} is not in the catalog")
+        await require_known(store, symbol)
         found = await asyncio.wait_for(store.history(symbol, after_seq, limit), 5.0)
+    except BadQuery:
+        raise
     except Exception as exc:
         return _error(503, "unavailable", f"history unavailable: {exc}")
     ticks = [t.decode() for t in found.ticks]
@@ -154,25 +187,17 @@ async def history(request: HttpRequest, services: Services, grant: Grant) -> Htt
 async def bars(request: HttpRequest, services: Services, grant: Grant) -> HttpResponse:
     """`GET /api/v1/bars?symbol=S&interval=1m&limit=L`: the last L bars of the interval,
     oldest first: the final ones kept (MARKETSTREAM_BARS_KEEP), then the open one."""
-    symbol = normalize(request.GET.get("symbol", ""))
-    if symbol is None:
-        return _error(400, "bad_request", "symbol: expected 1-32 characters of A-Z 0-9 . - / : _")
-    if not grant.entitlement.allows(symbol):
-        return _error(403, "forbidden", f"not entitled to {symbol}")
+    symbol = entitled_symbol(request, grant)
     interval = request.GET.get("interval", "")
     if interval not in INTERVALS:
-        return _error(400, "bad_request", f"interval: expected one of {', '.join(INTERVALS)}, got {interval[:16]!r}")
-    try:
-        limit = int(request.GET.get("limit", "100"))
-    except ValueError:
-        return _error(400, "bad_request", "limit must be an integer")
-    if not 1 <= limit <= MAX_HISTORY_READ:
-        return _error(400, "bad_request", f"limit must be 1..{MAX_HISTORY_READ}, got {limit}")
+        raise BadQuery(400, "bad_request", f"interval: expected one of {', '.join(INTERVALS)}, got {interval[:16]!r}")
+    limit = int_param(request, "limit", 100, 1, MAX_HISTORY_READ)
     try:
         store = services.store
-        if not (await asyncio.wait_for(store.known([symbol]), 2.0))[0]:
-            return _error(404, "unknown_symbol", f"{symbol} is not in the catalog")
+        await require_known(store, symbol)
         found = await asyncio.wait_for(store.bars(symbol, interval, limit), 5.0)
+    except BadQuery:
+        raise
     except Exception as exc:
         return _error(503, "unavailable", f"bars unavailable: {exc}")
     return JsonResponse({"symbol": symbol, "interval": interval, "bars": [b.as_dict() for b in found]})
