@@ -81,8 +81,13 @@ class Inbound:
             task.add_done_callback(self._filling.discard)
 
     def forget(self, symbol: str) -> None:
-        """The hub left `symbol`: start afresh if it joins again."""
-        self.symbols.pop(symbol, None)
+        """The hub left `symbol`: start its seq afresh if it joins again (no gap to fill:
+        a snapshot covers it), but keep its epoch, so that an epoch that changed while the
+        hub was away still resets the subscribers that knew the old one. A fill in flight
+        ends (the state it owns is replaced)."""
+        state = self.symbols.get(symbol)
+        if state is not None:
+            self.symbols[symbol] = Received(state.epoch, 0)
 
     def stop(self) -> None:
         for task in self._filling:

@@ -86,7 +86,8 @@ async def test_the_library_streams_ticks_and_bars(dep: Deployment, key: str, enc
         for symbol in SYMBOLS:
             mine = [t for t in ticks if t.symbol == symbol]
             assert contiguous(mine), [t.seq for t in mine]
-            assert client.stats[symbol].gaps == 0 and client.stats[symbol].ticks == len(mine)
+            # the client counts what it received, which may run ahead of the events taken here
+            assert client.stats[symbol].gaps == 0 and client.stats[symbol].ticks >= len(mine)
         bars = [e for e in events if isinstance(e, Bar)]
         assert bars[0].symbol in SYMBOLS and bars[0].interval == "1s" and bars[0].high >= bars[0].low
         assert await client.unsubscribe(["MSFT"]) and "MSFT" not in client.subscriptions

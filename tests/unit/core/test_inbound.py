@@ -294,11 +294,23 @@ async def test_forget_starts_the_symbol_afresh(rig: Rig) -> None:
     rig.receive(ticks[:2])
     rig.inbound.forget("A")
     rig.inbound.forget("NONE")
-    assert "A" not in rig.inbound.symbols
+    assert rig.inbound.symbols["A"].seq == 0 and "NONE" not in rig.inbound.symbols
     rig.receive([ticks[4], ticks[5]])
     assert rig.seqs() == [1, 2, 5, 6], "after a leave and a join: no gap to fill (the snapshot covers it)"
     await rig.filled()
-    assert rig.delivered == [] and rig.stats.ticks_filled == 0
+    assert rig.delivered == [] and rig.stats.ticks_filled == 0 and rig.resets == []
+
+
+async def test_an_epoch_that_changed_while_the_hub_was_away_resets(rig: Rig) -> None:
+    old = await rig.publish("A", 2)
+    rig.receive(old)
+    rig.inbound.forget("A")  # the hub left A; meanwhile the store lost A's seq
+    rig.store.forget("A")
+    new = await rig.publish("A", 2)
+    assert new[0].epoch != old[0].epoch
+    rig.receive(new)  # the hub joined A again
+    assert rig.resets == [("A", new[0].epoch)], "subscribers that knew the old epoch are told"
+    assert rig.seqs() == [1, 2, 1, 2]
 
 
 async def test_forget_during_a_fill_drops_it(rig: Rig) -> None:
