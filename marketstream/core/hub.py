@@ -67,7 +67,16 @@ class Hub:
         self.inbound = Inbound(store, self._deliver, self._reset, self.losses, self.stats)
         self.history = HistoryReads(store, self.limits.max_recovery)
         self.subscriptions = Subscriptions(
-            store, transport, self.fanout, self.throttle, self.history, self.losses, clock, self._left, self.barfan
+            store,
+            transport,
+            self.fanout,
+            self.throttle,
+            self.history,
+            self.losses,
+            clock,
+            self._left,
+            self.inbound.told,
+            self.barfan,
         )
         self.membership = self.subscriptions.membership
         self.connections: set[Connection] = set()

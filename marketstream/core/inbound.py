@@ -80,14 +80,26 @@ class Inbound:
             self._filling.add(task)  # keep a reference until it is done
             task.add_done_callback(self._filling.discard)
 
-    def forget(self, symbol: str) -> None:
-        """The hub left `symbol`: start its seq afresh if it joins again (no gap to fill:
-        a snapshot covers it), but keep its epoch, so that an epoch that changed while the
-        hub was away still resets the subscribers that knew the old one. A fill in flight
-        ends (the state it owns is replaced)."""
+    def told(self, symbol: str, epoch: str) -> str:
+        """A subscriber of `symbol` was just told `epoch` (read from the store after the
+        hub joined the symbol: the ack's epoch). Returns the epoch of the ticks the hub
+        delivers next, which the subscriber must be reset to when it differs.
+
+        Until its first tick, the hub knows no epoch of a symbol; the store's may change
+        in between (its state was lost), and that tick must still reset whoever was told
+        the old one. So a symbol without a tick yet takes `epoch`, and a tick of another
+        resets its subscribers (`_new_epoch`). When ticks came first, their epoch stays."""
         state = self.symbols.get(symbol)
-        if state is not None:
-            self.symbols[symbol] = Received(state.epoch, 0)
+        if state is None:
+            self.symbols[symbol] = Received(epoch, 0)
+            return epoch
+        return state.epoch
+
+    def forget(self, symbol: str) -> None:
+        """The hub left `symbol`: start afresh if it joins again (no gap to fill: a
+        snapshot covers it; each new subscriber's epoch comes through `told`). A fill in
+        flight ends (the state it owns is gone)."""
+        self.symbols.pop(symbol, None)
 
     def stop(self) -> None:
         for task in self._filling:

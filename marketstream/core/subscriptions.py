@@ -50,9 +50,11 @@ class Subscriptions:
         losses: Losses,
         clock: Callable[[], float],
         left: Callable[[str], None],
+        told: Callable[[str, str], str],
         barfan: BarFan | None = None,
     ) -> None:
         self.store = store
+        self.told = told  # (symbol, the epoch an ack gave) -> the epoch of the live ticks (`Inbound.told`)
         self.fanout = fanout
         self.throttle = throttle
         self.history = history
@@ -140,6 +142,21 @@ class Subscriptions:
                 if throttle:
                     for symbol in {b.symbol for b in bar_snapshot}:
                         self.barfan.delivered(conn, symbol, self.clock())
+            self._align_epochs(conn, epochs)
+
+    def _align_epochs(self, conn: Connection, epochs: dict[str, str]) -> None:
+        """The ack gave each symbol the epoch the store had when it was read; the live
+        ticks that follow may be of another (the store lost the symbol's seq between the
+        read and the hub's first tick of it, or just before the read): then `conn` is
+        reset to the live ticks' epoch, so that it never takes them for the old one's.
+        Symbols with no live tick yet take the ack's epoch, and their first tick of another
+        resets every subscriber (`Inbound.told`)."""
+        for symbol, epoch in epochs.items():
+            if epoch:
+                live = self.told(symbol, epoch)
+                if live != epoch:
+                    log.warning("hub: %s has epoch %s, not %s as read: resetting a new subscriber", symbol, live, epoch)
+                    conn.reset(symbol, live)
 
     def _route_bars(
         self, conn: Connection, symbols: list[str], wanted: tuple[str, ...] | None, throttle: int

@@ -1036,6 +1036,82 @@ async def test_after_a_reset_throttled_counts_start_again(rig: Rig) -> None:
     assert conflated(frames) == [(3, 0), (1, 0), (4, 2)]
 
 
+@pytest.mark.parametrize("throttle", [0, T])
+async def test_a_new_epoch_before_the_hubs_first_tick_resets_a_new_subscriber(rig: Rig, throttle: int) -> None:
+    """The store loses a symbol's seq after a subscribe read its snapshot and before the
+    hub's first live tick of it (the browser test's race): the ack gave the old epoch, so
+    the new one's ticks come after a `reset`, not as if they continued the old one."""
+    await rig.publish("AAPL", 5)
+    old = rig.epoch("AAPL")
+    a = rig.client(writable=True)
+    await rig.subscribe(a, ["AAPL"], throttle, snapshot=True)
+    await settle()
+    rig.store.forget("AAPL")
+    new = await rig.feed("AAPL", 2)
+    if throttle:
+        rig.clock.now += throttle / 1000
+        rig.fire(throttle)
+    await settle()
+    frames = a.peer.take()
+    assert [f["type"] for f in frames[:3]] == ["ack", "snapshot", "reset"]
+    assert frames[0]["epochs"] == {"AAPL": old} and frames[2]["epoch"] == new[0].epoch != old
+    assert conflated(frames)[0] == (5, 0) and conflated(frames)[-1][0] == 2, "the snapshot, then the new epoch"
+    assert a.conn.outbox.last_seq == {"AAPL": 2} and rig.hub.stats.resets == 1
+
+
+async def test_a_new_epoch_received_during_a_subscribe_resets_the_new_subscriber(rig: Rig) -> None:
+    """The hub's first ticks of a symbol are of a new epoch and arrive while a subscribe
+    reads the old one's snapshot: the ack and the snapshot say the old epoch, then `reset`
+    to the live one, then its ticks (those merged into the snapshot are not sent again)."""
+    await rig.publish("AAPL", 5)
+    old = rig.epoch("AAPL")
+    a = rig.client(writable=True)
+    real = rig.store.snapshots
+    new: list[EncodedTick] = []
+
+    async def snapshots(symbols: Sequence[str]) -> dict[str, EncodedTick]:
+        found = await real(symbols)  # seq 5 of the old epoch
+        rig.store.forget("AAPL")
+        new.extend(await rig.feed("AAPL", 2))  # the hub's first ticks of AAPL: 1 and 2 of the new
+        return found
+
+    rig.store.snapshots = snapshots  # type: ignore[method-assign]
+    await rig.subscribe(a, ["AAPL"], 0, snapshot=True)
+    await rig.feed("AAPL")
+    await settle()
+    frames = a.peer.take()
+    assert [f["type"] for f in frames] == ["ack", "snapshot", "reset", "ticks"]
+    assert frames[0]["epochs"] == {"AAPL": old} and frames[2]["epoch"] == new[0].epoch != old
+    assert conflated(frames) == [(5, 0), (3, 0)]
+    assert rig.hub.stats.resets == 0, "the hub's own epoch never changed: only the new subscriber was behind"
+
+
+async def test_a_second_subscriber_told_the_new_epoch_before_its_first_tick(rig: Rig) -> None:
+    """One subscriber was told the old epoch, the next (after the loss) the new one; no
+    tick came in between. The first tick resets both to the new epoch: the second was
+    reset to the old one first (the live epoch then), so both account for every seq."""
+    await rig.publish("AAPL", 5)
+    old = rig.epoch("AAPL")
+    a, b = rig.client(writable=True), rig.client(writable=True)
+    await rig.subscribe(a, ["AAPL"], 0, snapshot=True)
+    rig.store.forget("AAPL")
+    await rig.publish("AAPL")  # 1 of the new epoch: in the store, not yet at the hub
+    new = rig.epoch("AAPL")
+    await rig.subscribe(b, ["AAPL"], 0, snapshot=True)
+    rig.hub.on_tick(rig.t("AAPL", 1))
+    await settle()
+
+    def kinds(frames: list[dict[str, Any]]) -> list[str]:
+        return [f"{f['type']} {f['epoch']}" if f["type"] == "reset" else f["type"] for f in frames]
+
+    frames = a.peer.take()
+    assert kinds(frames) == ["ack", "snapshot", f"reset {new}", "ticks"]
+    frames = b.peer.take()
+    assert frames[0]["epochs"] == {"AAPL": new}
+    assert kinds(frames) == ["ack", "snapshot", f"reset {old}", f"reset {new}", "ticks"]
+    assert conflated(frames) == [(1, 0), (1, 0)], "b's snapshot is 1 of the new epoch, then 1 again after the resets"
+
+
 # -- accounted conflation through the hub ------------------------------------------------------
 
 

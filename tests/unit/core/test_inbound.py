@@ -294,23 +294,57 @@ async def test_forget_starts_the_symbol_afresh(rig: Rig) -> None:
     rig.receive(ticks[:2])
     rig.inbound.forget("A")
     rig.inbound.forget("NONE")
-    assert rig.inbound.symbols["A"].seq == 0 and "NONE" not in rig.inbound.symbols
+    assert "A" not in rig.inbound.symbols and "NONE" not in rig.inbound.symbols
     rig.receive([ticks[4], ticks[5]])
     assert rig.seqs() == [1, 2, 5, 6], "after a leave and a join: no gap to fill (the snapshot covers it)"
     await rig.filled()
     assert rig.delivered == [] and rig.stats.ticks_filled == 0 and rig.resets == []
 
 
-async def test_an_epoch_that_changed_while_the_hub_was_away_resets(rig: Rig) -> None:
-    old = await rig.publish("A", 2)
-    rig.receive(old)
-    rig.inbound.forget("A")  # the hub left A; meanwhile the store lost A's seq
+async def test_a_new_epoch_before_the_first_tick_resets_who_was_told_the_old_one(rig: Rig) -> None:
+    """A subscribe read the old epoch (its ack said so); the store lost the seq before the
+    hub's first tick of the symbol: that tick must reset, not start the symbol silently."""
+    old = await rig.publish("A", 5)
+    assert rig.inbound.told("A", old[0].epoch) == old[0].epoch
     rig.store.forget("A")
     new = await rig.publish("A", 2)
     assert new[0].epoch != old[0].epoch
-    rig.receive(new)  # the hub joined A again
-    assert rig.resets == [("A", new[0].epoch)], "subscribers that knew the old epoch are told"
-    assert rig.seqs() == [1, 2, 1, 2]
+    rig.receive(new)
+    assert rig.resets == [("A", new[0].epoch)]
+    assert rig.seqs() == [1, 2], "seq 1 of the new epoch is delivered, not taken for a duplicate"
+
+
+async def test_told_the_epoch_of_the_ticks_that_follow_changes_nothing(rig: Rig) -> None:
+    ticks = await rig.publish("A", 5)
+    assert rig.inbound.told("A", ticks[0].epoch) == ticks[0].epoch
+    rig.receive(ticks[3:])
+    assert rig.inbound.told("A", ticks[0].epoch) == ticks[0].epoch
+    assert rig.seqs() == [4, 5] and rig.resets == [], "the first tick may be any seq: a snapshot covers the rest"
+
+
+async def test_told_an_epoch_older_than_the_ticks_received_gives_theirs(rig: Rig) -> None:
+    """Ticks of the new epoch came before the subscribe that read the old one returned:
+    `told` says the live epoch (the subscriber is reset to it), and keeps it."""
+    old = await rig.publish("A", 2)
+    rig.store.forget("A")
+    new = await rig.publish("A", 2)
+    rig.receive(new[:1])
+    assert rig.inbound.told("A", old[0].epoch) == new[0].epoch
+    rig.receive(new[1:])
+    assert rig.seqs() == [1, 2] and rig.resets == []
+
+
+async def test_after_the_hub_left_the_next_subscriber_tells_the_epoch(rig: Rig) -> None:
+    """The epoch changed while the hub was away (no subscriber here then): the next
+    subscriber was told the new one by its ack, so its ticks need no reset."""
+    old = await rig.publish("A", 2)
+    rig.receive(old)
+    rig.inbound.forget("A")
+    rig.store.forget("A")
+    new = await rig.publish("A", 2)
+    assert rig.inbound.told("A", new[0].epoch) == new[0].epoch
+    rig.receive(new)
+    assert rig.resets == [] and rig.seqs() == [1, 2, 1, 2]
 
 
 async def test_forget_during_a_fill_drops_it(rig: Rig) -> None:
