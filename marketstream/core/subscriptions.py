@@ -145,17 +145,17 @@ class Subscriptions:
             self._align_epochs(conn, epochs)
 
     def _align_epochs(self, conn: Connection, epochs: dict[str, str]) -> None:
-        """The ack gave each symbol the epoch the store had when it was read; the live
-        ticks that follow may be of another (the store lost the symbol's seq between the
-        read and the hub's first tick of it, or just before the read): then `conn` is
-        reset to the live ticks' epoch, so that it never takes them for the old one's.
-        Symbols with no live tick yet take the ack's epoch, and their first tick of another
-        resets every subscriber (`Inbound.told`)."""
+        """The ack gave each symbol the epoch the store had when it was read: Inbound
+        learns it (a symbol without a live tick yet takes it, so that its first tick of
+        another epoch resets every subscriber). When live ticks of another epoch reached
+        the hub first (the store lost the seq just before the read returned), `conn` is
+        reset to theirs now, after its snapshot, so that it never takes them for the old
+        epoch's. The few of them merged into the snapshot are not sent again."""
         for symbol, epoch in epochs.items():
             if epoch:
                 live = self.told(symbol, epoch)
                 if live != epoch:
-                    log.warning("hub: %s has epoch %s, not %s as read: resetting a new subscriber", symbol, live, epoch)
+                    log.warning("hub: %s has epoch %s, not %s as read: resetting a subscriber", symbol, live, epoch)
                     conn.reset(symbol, live)
 
     def _route_bars(
