@@ -12,6 +12,7 @@ tests fail with a message saying so: they never skip.
 
 from __future__ import annotations
 
+import shutil
 import signal
 import sys
 from collections.abc import Callable, Iterator
@@ -35,6 +36,11 @@ def _sigterm(signum: int, frame: FrameType | None) -> None:
 def netns_ready() -> Iterator[None]:
     """Root and `ip netns`, or a failure; stale leftovers removed; SIGTERM turned into Ctrl-C."""
     require_netns()
+    for program, package in (("haproxy", "haproxy"), ("redis-server", "redis-server")):
+        if shutil.which(program) is None:
+            pytest.fail(
+                f"the cluster tests need {program}: apt-get install -y {package} (`make test` does)", pytrace=False
+            )
     removed = sweep_stale()
     if removed:
         print(f"removed what crashed cluster runs left: {', '.join(removed)}", file=sys.stderr)

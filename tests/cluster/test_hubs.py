@@ -1,10 +1,12 @@
-"""Hubs on two hosts behind HAProxy: every tick to every client, and a hub host lost mid-stream.
+"""Hubs on two hosts behind HAProxy: every tick to every client, a hub host lost, a rolling restart.
 
 - every client, whichever hub the proxy gave it, receives every tick of its symbols once and in
   seq order (checked from its first tick to the last one the feed published);
 - a hub host lost mid-stream (its processes killed, or its cable pulled and then its processes
   killed): the proxy marks it DOWN, its clients reconnect through the proxy to the other hub
-  and, with `since`, lose nothing.
+  and, with `since`, lose nothing;
+- a rolling restart as docs/deploy.md describes it (drain at the proxy, SIGTERM: 1012, start,
+  ready) loses nothing either.
 """
 
 from __future__ import annotations
@@ -116,6 +118,47 @@ async def test_a_lost_hub_host_loses_no_tick(
             f"hub1 {how}: the proxy marked it DOWN after {marked_down:.2f} s; its {len(moved)} clients (closed "
             f"with {dict(codes)}) were back on hub2 after {describe(back, 's')}; they recovered {recovered} "
             f"ticks with since; {total} ticks received by {len(watchers)} clients, none skipped or repeated"
+        )
+    finally:
+        await close_all(watchers)
+
+
+async def test_a_rolling_restart_through_the_proxy_loses_no_tick(
+    make_cluster: Callable[..., Cluster], report: Callable[[str], None]
+) -> None:
+    """docs/deploy.md's procedure: drain a hub at the proxy, SIGTERM it (its clients get 1012 and
+    come back at once through the proxy to the other hub, with `since`), start it again, ready it;
+    then the other hub."""
+    symbols = cluster_symbols()
+    cluster = make_cluster(symbols, RATE, shards=shard_count())
+    watchers = await start_watchers(cluster.proxy_ws, symbols, CLIENTS)
+    try:
+        await asyncio.sleep(STREAM_S / 4)
+        back: list[float] = []
+        for role, other in (("hub1", "hub2"), ("hub2", "hub1")):
+            moved = [w for w in watchers if w.hub == role]
+            assert moved, f"no client on {role}: {[w.hub for w in watchers]}"
+            await asyncio.to_thread(cluster.proxy_command, f"set server hubs/{role} state drain")
+            late = await start_watchers(cluster.proxy_ws, symbols, 1, prefix=f"late-{role}-")
+            watchers += late
+            assert late[0].hub == other, f"a draining hub takes no new client: {late[0].hubs}"
+            stopped_at = time.monotonic()
+            await asyncio.to_thread(cluster.services[role].stop)  # SIGTERM: uvicorn closes with 1012
+            back += await wait_reconnected(moved, stopped_at, 20.0)
+            assert all(w.disconnects[-1][1] == 1012 for w in moved), [(w.name, w.disconnects) for w in moved]
+            assert all(w.hub == other for w in moved), [(w.name, w.hubs) for w in moved]
+            await asyncio.to_thread(cluster.start_hub, role)
+            await asyncio.to_thread(cluster.proxy_command, f"set server hubs/{role} state ready")
+            await asyncio.to_thread(cluster.wait_proxy_up, role)
+        final = await stop_feed(cluster, symbols)
+        await wait_caught_up(watchers, final)
+        total = assert_every_tick(watchers, final)
+        restarted = sum(len(w.hubs) - 1 for w in watchers)
+        recovered = sum(w.recovered_ticks(i) for w in watchers for i in range(1, len(w.hubs)))
+        report(
+            f"rolling restart of both hubs (drain, SIGTERM, start, ready): {restarted} reconnects after 1012, "
+            f"back on the other hub after {describe(back, 's')}; {recovered} ticks recovered with since; "
+            f"{total} ticks received by {len(watchers)} clients, none skipped or repeated"
         )
     finally:
         await close_all(watchers)
