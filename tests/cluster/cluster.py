@@ -153,7 +153,9 @@ class Cluster:
         host = self.host(role)
         data = self.log_dir / f"{role}-data"
         data.mkdir(exist_ok=True)
-        env = self._python_env({"ALLOWED_HOSTS": "*", "MARKETSTREAM_DATA_DIR": str(data)})
+        # the name clients use is the proxy's: the hubs allow only it (the proxy's checks of /healthz need none)
+        allowed = f"{self.host('proxy').addr},{host.addr}"
+        env = self._python_env({"ALLOWED_HOSTS": allowed, "MARKETSTREAM_DATA_DIR": str(data)})
         argv = [sys.executable, "-m", "marketstream.serve", "--host", "0.0.0.0", "--port", str(HUB_PORT)]
         service = self._spawn(role, host, [*argv, "--log-level", "warning"], env)
         if wait:
