@@ -28,6 +28,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import redis
+
 from loadtest.catalog import CatalogError, fetch_catalog, get_json, last_seqs
 from loadtest.services import ROOT, Service, redis_ping, service_env, spawn, wait_until
 from tests.cluster.netns import Host, Network
@@ -240,6 +242,15 @@ class Cluster:
         except CatalogError:
             return dict.fromkeys(symbols, 0)
         return {s: int(seqs.get(s) or 0) for s in symbols}
+
+    def stored_seqs(self, host: str) -> dict[str, int]:
+        """The seq of every symbol stored on the Redis of host `host` (`PREFIX:seq`), read directly."""
+        client = redis.Redis(host=self.net.hosts[host].addr, port=REDIS_PORT, socket_timeout=2.0)
+        try:
+            stored = client.hgetall(f"{self.prefix}:seq")
+        finally:
+            client.close()
+        return {k.decode(): int(v) for k, v in stored.items()}
 
     def logs(self) -> str:
         return self.procs.logs()

@@ -19,7 +19,7 @@ from collections.abc import Callable
 import pytest
 
 from tests.cluster.cluster import Cluster, wait_for
-from tests.cluster.symbols import RATE, cluster_symbols, shard_count
+from tests.cluster.symbols import RATE, cluster_symbols, shard_count, shard_of
 from tests.cluster.watch import (
     Watcher,
     close_all,
@@ -67,8 +67,13 @@ async def test_every_client_gets_every_tick_in_order_on_either_hub(
         drained = await wait_caught_up(watchers, final)
         total = assert_every_tick(watchers, final)
         assert all(len(w.hubs) == 1 for w in watchers), "no client should have reconnected"
+        on_shards = [sorted(cluster.stored_seqs(s.primary.role)) for s in cluster.shards]
+        wanted = [
+            sorted(s for s in symbols if shard_of(s, len(cluster.shards)) == i) for i in range(len(cluster.shards))
+        ]
+        assert on_shards == wanted, f"each symbol's seq is on its shard's host: {on_shards}, expected {wanted}"
         report(
-            f"{len(cluster.shards)} shard(s), {len(symbols)} symbols at {RATE:.0f} ticks/s, {CLIENTS} clients "
+            f"{len(cluster.shards)} shard(s) holding {on_shards}, {len(symbols)} symbols at {RATE:.0f} ticks/s, {CLIENTS} clients "
             f"({dict(per_hub)}) through HAProxy: {total} ticks received in {time.monotonic() - started:.1f} s, "
             f"none skipped or repeated; the last arrived {drained:.2f} s after the feed stopped"
         )
