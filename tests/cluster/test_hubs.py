@@ -74,8 +74,9 @@ async def test_every_client_gets_every_tick_in_order_on_either_hub(
         assert on_shards == wanted, f"each symbol's seq is on its shard's host: {on_shards}, expected {wanted}"
         report(
             f"{len(cluster.shards)} shard(s) holding {on_shards}, {len(symbols)} symbols at {RATE:.0f} ticks/s, "
-            f"{CLIENTS} clients ({dict(per_hub)}) through HAProxy: {total} ticks received in {time.monotonic() - started:.1f} s, "
-            f"none skipped or repeated; the last arrived {drained:.2f} s after the feed stopped"
+            f"{CLIENTS} clients ({dict(per_hub)}) through HAProxy: {total} ticks received in "
+            f"{time.monotonic() - started:.1f} s, none skipped or repeated; the last arrived {drained:.2f} s "
+            "after the feed stopped"
         )
         report(f"tick age at the client (ingest to receipt, via hub and proxy): {describe(latencies_ms(watchers))}")
     finally:
