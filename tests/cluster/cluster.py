@@ -247,7 +247,7 @@ class Cluster:
         """The seq of every symbol stored on the Redis of host `host` (`PREFIX:seq`), read directly."""
         client = redis.Redis(host=self.net.hosts[host].addr, port=REDIS_PORT, socket_timeout=2.0)
         try:
-            stored = client.hgetall(f"{self.prefix}:seq")
+            stored: dict[bytes, bytes] = client.hgetall(f"{self.prefix}:seq")  # type: ignore[assignment]
         finally:
             client.close()
         return {k.decode(): int(v) for k, v in stored.items()}
