@@ -146,7 +146,8 @@ class Network:
             raise
 
     def add(self, role: str) -> Host:
-        """A new host named `role`, up, with loopback, an address and a default route via the bridge."""
+        """A new host named `role`, up, with loopback and an address on the bridge (no default route: it reaches
+        only the other hosts and the root namespace)."""
         host = Host(role, f"{self.tag}-{role}", str(next(self._addrs)), f"msc{self.run}{len(self.hosts)}")
         self.hosts[role] = host
         ip("netns", "add", host.ns)
