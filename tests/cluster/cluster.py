@@ -111,8 +111,9 @@ class Cluster:
         return service
 
     def _redis(self, role: str, host: Host, *args: str) -> Service:
+        """A redis-server on `host`; its files (a replica's copy of the primary) in the log directory."""
         argv = ["redis-server", "--port", str(REDIS_PORT), "--bind", "0.0.0.0", "--protected-mode", "no"]
-        argv += ["--save", "", "--appendonly", "no", "--daemonize", "no", *args]
+        argv += ["--save", "", "--appendonly", "no", "--daemonize", "no", "--dir", str(self.log_dir), *args]
         service = self._spawn(role, host, argv, {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"})
         wait_until(lambda: redis_ping(REDIS_PORT, host.addr), READY, service, f"{role} on {host.addr}")
         return service
