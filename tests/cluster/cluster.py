@@ -120,12 +120,14 @@ class Cluster:
 
     def _start_shard(self, index: int, sentinel: bool) -> None:
         primary = self.host(f"redis{index}")
-        self._redis(primary.role, primary)
+        # a replica's first sync at once (Redis waits 5 s by default for more replicas to share it)
+        self._redis(primary.role, primary, "--repl-diskless-sync-delay", "0")
         shard = Shard(index, primary)
         if sentinel:
-            shard.replica = self.host(f"redis{index}r")
+            host = shard.replica = self.host(f"redis{index}r")
             shard.service = f"shard{index}"
-            self._redis(shard.replica.role, shard.replica, "--replicaof", primary.addr, str(REDIS_PORT))
+            replica = self._redis(host.role, host, "--replicaof", primary.addr, str(REDIS_PORT))
+            wait_until(lambda: replica_synced(host), READY, replica, f"{host.role}'s first sync")
             # a sentinel beside each Redis of the cluster: three, two survive a lost host
             shard.sentinels = [primary, shard.replica, *(s.primary for s in self.shards[:1])]
             if len(shard.sentinels) < 3:
@@ -281,6 +283,18 @@ class Cluster:
             self.net.close()
             if not keep_logs:
                 self.procs.remove_logs()
+
+
+def replica_synced(host: Host) -> bool:
+    """True when the Redis on `host` is a replica whose link to its primary is up (first sync done)."""
+    client = redis.Redis(host=host.addr, port=REDIS_PORT, socket_timeout=2.0)
+    try:
+        info = client.info("replication")
+        return info.get("master_link_status") == "up"
+    except redis.RedisError:
+        return False
+    finally:
+        client.close()
 
 
 def wait_for(predicate: Callable[[], bool], timeout: float, what: str, poll: float = 0.05) -> float:
