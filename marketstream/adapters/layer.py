@@ -66,6 +66,8 @@ class ShardConnection(RedisSingleShardConnection):
                         self._changed(True, "")
                     self._receive_message(message)
                 else:
+                    if not self.link_up:  # nothing subscribed here any more: nothing to lose
+                        self.link_up, self.link_error = True, ""
                     await asyncio.sleep(0.1)
             except (asyncio.CancelledError, GeneratorExit):
                 raise
@@ -78,9 +80,13 @@ class ShardConnection(RedisSingleShardConnection):
                 await asyncio.sleep(RETRY_DELAY)
 
     def _changed(self, up: bool, error: str) -> None:
+        """Note a lost or returned link: logged here unless a listener (the hub's shard
+        monitor, which logs the shard's state in one line) is told."""
         now = time.monotonic()
+        level = logging.DEBUG if self.listener is not None else logging.WARNING
         if up:
-            log.info(
+            log.log(
+                level,
                 "layer: subscriptions on shard %d are back after %.1f s (%d channels subscribed again; "
                 "what was published meanwhile is filled from history)",
                 self.index,
@@ -89,7 +95,8 @@ class ShardConnection(RedisSingleShardConnection):
             )
         else:
             self.down_since = now
-            log.warning(
+            log.log(
+                level,
                 "layer: lost the subscription connection to shard %d (%s); reconnecting every %.0f s",
                 self.index,
                 error,
