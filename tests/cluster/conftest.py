@@ -33,8 +33,8 @@ def _sigterm(signum: int, frame: FrameType | None) -> None:
 
 
 @pytest.fixture(scope="session")
-def netns_ready() -> Iterator[None]:
-    """Root and `ip netns`, or a failure; stale leftovers removed; SIGTERM turned into Ctrl-C."""
+def netns_ready() -> None:
+    """Root and `ip netns`, or a failure; what crashed runs left removed."""
     require_netns()
     for program, package in (("haproxy", "haproxy"), ("redis-server", "redis-server")):
         if shutil.which(program) is None:
@@ -44,11 +44,6 @@ def netns_ready() -> Iterator[None]:
     removed = sweep_stale()
     if removed:
         print(f"removed what crashed cluster runs left: {', '.join(removed)}", file=sys.stderr)
-    previous = signal.signal(signal.SIGTERM, _sigterm)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 @pytest.fixture
@@ -63,13 +58,17 @@ def make_cluster(request: pytest.FixtureRequest, netns_ready: None) -> Iterator[
         cluster.start(symbols, rate)
         return cluster
 
+    previous = signal.signal(signal.SIGTERM, _sigterm)  # a SIGTERM to pytest tears the cluster down too
     try:
         yield make
     finally:
-        for cluster in made:
-            if _failed(request):
-                print(f"\nlogs of the cluster of {request.node.nodeid} (in {cluster.log_dir}):\n{cluster.logs()}")
-            cluster.close()
+        try:
+            for cluster in made:
+                if _failed(request):
+                    print(f"\nlogs of the cluster of {request.node.nodeid} (in {cluster.log_dir}):\n{cluster.logs()}")
+                cluster.close()
+        finally:
+            signal.signal(signal.SIGTERM, previous)
 
 
 @pytest.fixture
