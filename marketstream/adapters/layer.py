@@ -54,6 +54,7 @@ class ShardConnection(RedisSingleShardConnection):
         self.link_error = ""
         self.down_since = 0.0  # monotonic time the link was lost
         self.listener: LinkListener | None = None
+        self.quiet = False  # a reconnection asked for (`reconnect`): not an outage
 
     async def _do_receiving(self) -> None:
         """channels_redis's receive loop; a lost connection is one line, not a traceback
@@ -72,6 +73,9 @@ class ShardConnection(RedisSingleShardConnection):
             except (asyncio.CancelledError, GeneratorExit):
                 raise
             except (redis.RedisError, OSError) as exc:
+                if self.quiet:  # the connection `reconnect` dropped: connect again at once
+                    await asyncio.sleep(0.05)
+                    continue
                 if self.link_up:
                     self._changed(False, f"{type(exc).__name__}: {exc}")
                 await asyncio.sleep(RETRY_DELAY)
@@ -82,6 +86,9 @@ class ShardConnection(RedisSingleShardConnection):
     def _changed(self, up: bool, error: str) -> None:
         """Note a lost or returned link: logged here unless a listener (the hub's shard
         monitor, which logs the shard's state in one line) is told."""
+        if self.quiet:  # back from a reconnection asked for
+            self.quiet, self.link_up, self.link_error = False, up, error
+            return
         now = time.monotonic()
         level = logging.DEBUG if self.listener is not None else logging.WARNING
         if up:
@@ -126,11 +133,18 @@ class ShardConnection(RedisSingleShardConnection):
                 pubsub.channels.pop(name, None)
                 pubsub.pending_unsubscribe_channels.discard(name)
 
+    @property
+    def subscribed(self) -> bool:
+        """Whether a channel of this shard is subscribed (else there is no link to lose)."""
+        return bool(self._subscribed_to)
+
     async def reconnect(self) -> None:
         """Drop the subscription connection: the receiver connects again and subscribes to
-        every channel again (after a link that may have silently lost messages)."""
+        every channel again (after a link that may have silently lost messages). `link_up`
+        is false until it has, without a log line or a word to the listener."""
         pubsub = self._pubsub
         if pubsub is not None and pubsub.connection is not None:
+            self.quiet, self.link_up = True, False
             await pubsub.connection.disconnect()
 
 

@@ -199,9 +199,14 @@ class ShardMonitor:
             return
         lasted = time.monotonic() - health.down_at
         if self.layer_shards is not None and not health.link_lost:
-            # the link never noticed (a silent network cut): it may have lost messages
-            with contextlib.suppress(Exception):
-                await self.layer_shards()[i].reconnect()
+            link = self.layer_shards()[i]
+            if link.subscribed:
+                # the link never noticed (a silent network cut): it may have lost messages,
+                # or be half-open. Have it connect again; the shard is up once it has.
+                health.link_lost = True
+                with contextlib.suppress(Exception):
+                    await link.reconnect()
+                return
         health.up, health.since, health.error = True, time.time(), ""
         if self.role == "feed":
             missed = f"{health.dropped} ticks of its symbols were not published meanwhile"

@@ -38,7 +38,7 @@ def redis_binary() -> str:
 def start_replica(procs: Processes, port: int, primary: int) -> Service:
     """A non-persistent replica of 127.0.0.1:`primary`; waits until its link is up."""
     argv = [redis_binary(), "--port", str(port), "--bind", LOOPBACK, "--save", "", "--appendonly", "no"]
-    argv += ["--replicaof", LOOPBACK, str(primary)]
+    argv += ["--replicaof", LOOPBACK, str(primary), "--dir", str(procs.log_dir)]  # its RDB copy there
     service = procs.add(spawn("replica", argv, {}, procs.log_dir))
     r = redis.Redis(host=LOOPBACK, port=port, socket_timeout=2)
     wait_until(

@@ -135,5 +135,6 @@ async def test_silent_shard_does_not_stall_the_others(procs: Processes, prefix: 
         await flowing(a, SYMBOLS)
         assert not a.of_type("unsubscribed") and not a.of_type("reset")
         assert_seq_increasing(a.deliveries())  # nothing lost: what the hub missed came from history
-    assert "Traceback" not in feed.log() and "Traceback" not in hub.log()
+    quiet(feed, "the feed")
+    quiet(hub, "the hub")  # no second outage when the hub's link is made to connect again
     print(f"\nsilent shard: the live shard's ticks waited at most {longest:.2f} s")
