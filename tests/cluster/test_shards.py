@@ -115,6 +115,8 @@ async def test_a_cut_shard_hurts_only_its_symbols(
             f"ticks of the cut symbols again after {resumed:.2f} s"
             + ("; no tick skipped or repeated" if grace > window else "; subscriptions ended with `unavailable`")
         )
+        for role in ("feed", "hub1", "hub2"):
+            assert_one_outage(cluster.log_of(role), role)
         report(f"feed's log lines about the shard: {fault_lines(cluster.log_of('feed'))}")
         report(f"hub1's log lines about the shard: {fault_lines(cluster.log_of('hub1'))}")
     finally:
@@ -130,6 +132,17 @@ async def wait_resumed(watchers: Sequence[Watcher], symbols: Sequence[str], sinc
         if time.monotonic() - start > within:
             raise AssertionError(f"ticks of {symbols} did not come again within {within} s")
         await asyncio.sleep(0.05)
+
+
+def assert_one_outage(log: str, role: str) -> None:
+    """The log tells an operator of shard 1's outage in one line when it goes and one when it is back,
+    without a traceback."""
+    down = [line for line in log.splitlines() if "shard 1 (" in line and "is down since" in line]
+    back = [line for line in log.splitlines() if "shard 1 (" in line and "is back after" in line]
+    assert len(down) == 1 and len(back) == 1, f"{role}: expected one 'down' and one 'back' line:\n" + "\n".join(
+        down + back
+    )
+    assert "Traceback" not in log, f"{role} logged a traceback:\n{log[log.index('Traceback') :][:2000]}"
 
 
 def fault_lines(log: str, limit: int = 6) -> list[str]:
@@ -190,7 +203,10 @@ async def test_a_sentinel_failover_keeps_the_stream(
             f"the feed dropped {'+'.join(dropped) or 'no'} ticks of shard 1's symbols while it had no primary "
             "(never numbered: no client sees a gap for them)"
         )
+        for role in ("feed", "hub1", "hub2"):
+            assert_one_outage(cluster.log_of(role), role)
         report(f"feed's log lines about the shard: {fault_lines(cluster.log_of('feed'))}")
+        report(f"hub1's log lines about the shard: {fault_lines(cluster.log_of('hub1'))}")
     finally:
         replica.close()
         sentinel.close()
