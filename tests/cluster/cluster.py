@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import csv
 import io
+import shutil
 import socket
 import sys
 import time
@@ -68,7 +69,11 @@ class Shard:
 class Cluster:
     """Builds the hosts and processes; `close()` removes them. See the module docstring."""
 
-    def __init__(self, shards: int = 1, sentinel: bool = False, hub_env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, shards: int = 1, sentinel: bool = False, hub_env: dict[str, str] | None = None, data: Path | None = None
+    ) -> None:
+        """`shards` Redis shards, the last Sentinel-managed with `sentinel`; `hub_env`: more environment of
+        the hubs; `data`: a data directory (a migrated key database) each hub gets a copy of."""
         self.net = Network()
         self.procs = Processes()
         self.log_dir = self.procs.log_dir
@@ -78,6 +83,7 @@ class Cluster:
         self.shards: list[Shard] = []
         self._shard_count = shards
         self._sentinel = sentinel
+        self._data = data
 
     # -- building ----------------------------------------------------------------------
 
@@ -157,6 +163,8 @@ class Cluster:
         """Start (or start again) the hub on host `role` ("hub1", "hub2")."""
         host = self.host(role)
         data = self.log_dir / f"{role}-data"
+        if self._data is not None and not data.exists():
+            shutil.copytree(self._data, data)
         data.mkdir(exist_ok=True)
         # the name clients use is the proxy's: the hubs allow only it (the proxy's checks of /healthz need none)
         allowed = f"{self.host('proxy').addr},{host.addr}"

@@ -12,15 +12,20 @@ tests fail with a message saying so: they never skip.
 
 from __future__ import annotations
 
+import os
 import shutil
 import signal
+import subprocess
 import sys
+import tempfile
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from types import FrameType
 from typing import Any
 
 import pytest
 
+from loadtest.services import ROOT
 from tests.cluster.cluster import Cluster
 from tests.cluster.netns import require_netns, sweep_stale
 from tests.support.fixtures import _failed
@@ -33,8 +38,9 @@ def _sigterm(signum: int, frame: FrameType | None) -> None:
 
 
 @pytest.fixture(scope="session")
-def netns_ready() -> None:
-    """Root and `ip netns`, or a failure; what crashed runs left removed."""
+def netns_ready() -> Iterator[Path]:
+    """Root and `ip netns`, or a failure; what crashed runs left removed. Yields a data directory with a
+    migrated key database, which each hub gets a copy of (the hubs admit anonymous clients, but read keys)."""
     require_netns()
     for program, package in (("haproxy", "haproxy"), ("redis-server", "redis-server")):
         if shutil.which(program) is None:
@@ -44,16 +50,26 @@ def netns_ready() -> None:
     removed = sweep_stale()
     if removed:
         print(f"removed what crashed cluster runs left: {', '.join(removed)}", file=sys.stderr)
+    data = Path(tempfile.mkdtemp(prefix="ms-cluster-data-"))
+    try:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("MARKETSTREAM_") and k != "DATABASE_URL"}
+        env.update(MARKETSTREAM_DATA_DIR=str(data), DJANGO_SETTINGS_MODULE="marketstream.settings")
+        subprocess.run(
+            [sys.executable, "manage.py", "migrate", "--noinput", "-v", "0"], cwd=ROOT, env=env, check=True, timeout=120
+        )
+        yield data
+    finally:
+        shutil.rmtree(data, ignore_errors=True)
 
 
 @pytest.fixture
-def make_cluster(request: pytest.FixtureRequest, netns_ready: None) -> Iterator[Callable[..., Cluster]]:
+def make_cluster(request: pytest.FixtureRequest, netns_ready: Path) -> Iterator[Callable[..., Cluster]]:
     """A function that builds and starts a cluster: `make_cluster(symbols, rate, shards=1, sentinel=False,
     hub_env=None)`. Everything it started is removed after the test."""
     made: list[Cluster] = []
 
     def make(symbols: list[str], rate: float, **options: Any) -> Cluster:
-        cluster = Cluster(**options)
+        cluster = Cluster(data=netns_ready, **options)
         made.append(cluster)
         cluster.start(symbols, rate)
         return cluster
