@@ -27,6 +27,7 @@ log = logging.getLogger(__name__)
 INTERVAL = 1.0  # seconds between health checks
 TIMEOUT = 2.0  # seconds a shard has to answer a ping or a publish
 GRACE = 10.0  # seconds a hub keeps subscriptions of a down shard before ending them
+GIVE_UP_ROUNDS = 3
 
 
 @dataclass
@@ -45,6 +46,7 @@ class ShardHealth:
     down_at: float = 0.0  # monotonic time it went down
     checked: bool = False  # its shard-count marker was checked since it was last up
     link_lost: bool = False  # the layer saw its subscription connection go during this outage
+    given_up: int = 0  # rounds that ended its symbols' subscriptions during this outage
 
     def as_dict(self) -> dict[str, Any]:
         found: dict[str, Any] = {
@@ -135,7 +137,13 @@ class ShardMonitor:
                 await self._up(i)
         if self.give_up is not None:
             now = time.monotonic()
-            overdue = {h.index for h in self.health if not h.up and now - h.down_at >= self.grace}
+            overdue = set()
+            for h in self.health:
+                # three rounds past the grace period: the first ends every subscription of the
+                # shard's symbols; the next two catch connections that were mid-subscribe
+                if not h.up and now - h.down_at >= self.grace and h.given_up < GIVE_UP_ROUNDS:
+                    h.given_up += 1
+                    overdue.add(h.index)
             if overdue:
                 n = self.n
                 self.give_up(lambda symbol: shard_of(symbol, n) in overdue)
@@ -178,6 +186,7 @@ class ShardMonitor:
         health.checked = False
         health.dropped = 0
         health.link_lost = False
+        health.given_up = 0
         what = (
             "ticks of its symbols are dropped"
             if self.role == "feed"
