@@ -167,7 +167,7 @@ class Cluster:
             shutil.copytree(self._data, data)
         data.mkdir(exist_ok=True)
         # the name clients use is the proxy's: the hubs allow only it (the proxy's checks of /healthz need none)
-        allowed = f"{self.host('proxy').addr},{host.addr}"
+        allowed = self.host("proxy").addr
         env = self._python_env({"ALLOWED_HOSTS": allowed, "MARKETSTREAM_DATA_DIR": str(data)})
         argv = [sys.executable, "-m", "marketstream.serve", "--host", "0.0.0.0", "--port", str(HUB_PORT)]
         service = self._spawn(role, host, [*argv, "--log-level", "warning"], env)
