@@ -116,7 +116,7 @@ async def test_a_lost_hub_host_loses_no_tick(
         assert not refused, f"every symbol is recovered with since: {refused}"
         servers = await asyncio.to_thread(cluster.proxy_servers)
         assert servers["hub1"]["status"].startswith("DOWN") and int(servers["hub1"]["scur"]) == 0, servers["hub1"]
-        assert int(servers["hub2"]["scur"]) == len(watchers), servers["hub2"]
+        assert int(servers["hub2"]["scur"]) >= len(watchers), servers["hub2"]
         assert "hubs/hub1 is DOWN" in cluster.log_of("proxy"), "the proxy's log says hub1 went DOWN"
         recovered = sum(w.recovered_ticks(1) for w in moved)
         codes = Counter(code for w in moved for _, code, _ in w.disconnects)
