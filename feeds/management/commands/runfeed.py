@@ -22,8 +22,11 @@ from feeds.replay import SAMPLE, ReplayError, ReplaySource
 from feeds.runner import SimulatedSource, Source, run_source
 from feeds.simulated import SimulatedFeed
 from feeds.universe import DEFAULT_UNIVERSE, by_symbols, generated
+from marketstream.adapters.layer import ShardedPubSubChannelLayer
+from marketstream.adapters.redis_store import RedisStore
 from marketstream.adapters.sharded_transport import open_shards
-from marketstream.adapters.shards import ShardCountMismatch
+from marketstream.adapters.shards import ShardCountMismatch, connect
+from marketstream.adapters.transport import transport_for
 from marketstream.core.symbols import normalize
 
 log = logging.getLogger("feeds")
@@ -109,20 +112,28 @@ class Command(BaseCommand):
             loop.call_later(options["duration"], stop.set)
         # this command's own layer, store and transport (the server builds its own in its lifespan)
         config = settings.MARKETSTREAM
-        shards = open_shards(
-            get_channel_layer(),
-            settings.REDIS_SHARDS,
-            config["PREFIX"],
-            config["HISTORY_MAXLEN"],
-            config["BARS_KEEP"],
-            "feed",
-            timeout=config["SHARD_TIMEOUT_S"],
-        )
-        try:
-            await shards.monitor.start()
-        except ShardCountMismatch as exc:
-            raise CommandError(str(exc)) from None
-        publisher = Publisher(shards.store, shards.transport)
+        layer = get_channel_layer()
+        monitor = None
+        if isinstance(layer, ShardedPubSubChannelLayer):
+            shards = open_shards(
+                layer,
+                settings.REDIS_SHARDS,
+                config["PREFIX"],
+                config["HISTORY_MAXLEN"],
+                config["BARS_KEEP"],
+                "feed",
+                timeout=config["SHARD_TIMEOUT_S"],
+            )
+            monitor = shards.monitor
+            try:
+                await monitor.start()
+            except ShardCountMismatch as exc:
+                raise CommandError(str(exc)) from None
+            publisher = Publisher(shards.store, shards.transport)
+        else:  # another layer (the seed baseline's, loadtest.seed): one Redis, the layer's own transport
+            client = connect(settings.REDIS_SHARDS[0])
+            store = RedisStore(client, config["PREFIX"], config["HISTORY_MAXLEN"], config["BARS_KEEP"])
+            publisher = Publisher(store, transport_for(layer, store))
         symbols = source.symbols()
         if isinstance(source, ReplaySource):
             what = f"replay of {source.path} ({len(symbols)} symbols) at speed {source.speed:g}"
@@ -135,5 +146,6 @@ class Command(BaseCommand):
         try:
             sent = await run_source(source, publisher, stop, bars=config["BARS_KEEP"] > 0)
         finally:
-            await shards.monitor.stop()
+            if monitor is not None:
+                await monitor.stop()
         return source.sent if isinstance(source, SimulatedSource) else sent  # the simulated walk's: after its opening
