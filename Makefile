@@ -7,7 +7,7 @@ PORT ?= 8000
 MYPY := $(VENV)/bin/mypy . && $(VENV)/bin/mypy --strict marketstream/core marketstream/client tests/support
 REDIS_CHECK := $(PY) -c "import redis,sys; redis.Redis(host='127.0.0.1', port=6379, socket_connect_timeout=2).ping()"
 
-.PHONY: run test lint fmt install install-dev install-load clean vendor vendor-check screenshot
+.PHONY: run test test-cluster lint fmt install install-dev install-load clean vendor vendor-check screenshot
 
 $(VENV)/.installed: pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { \
@@ -28,6 +28,14 @@ $(CHROMIUM):
 	  echo "The browser tests need Chromium: run 'apt-get install -y chromium' as root"; exit 1; }
 	apt-get install -y -q chromium || { apt-get update -q && apt-get install -y -q chromium; }
 
+# The cluster tests (tests/cluster/) put HAProxy from Debian's packages in front of the hubs. Their
+# Sentinels are `redis-server --sentinel`: the redis-server package is enough (no redis-sentinel).
+HAPROXY := /usr/sbin/haproxy
+$(HAPROXY):
+	@[ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null || { \
+	  echo "The cluster tests need HAProxy: run 'apt-get install -y haproxy' as root"; exit 1; }
+	apt-get install -y -q haproxy || { apt-get update -q && apt-get install -y -q haproxy; }
+
 $(VENV)/.installed-load: pyproject.toml $(VENV)/.installed
 	$(PY) -m pip install -q -e '.[load]'
 	touch $@
@@ -43,14 +51,20 @@ run: install
 	$(PY) manage.py migrate --noinput
 	MARKETSTREAM_ADMIN=true MARKETSTREAM_ANONYMOUS=true $(PY) -m marketstream.serve --host 127.0.0.1 --port $(PORT)
 
-## Lint, type-check and run the whole suite against the Redis on 127.0.0.1:6379 (and Chromium)
-test: install-dev $(CHROMIUM)
+## Lint, type-check and run the whole suite against the Redis on 127.0.0.1:6379 (and Chromium; the cluster
+## suite, tests/cluster/, needs root and HAProxy)
+test: install-dev $(CHROMIUM) $(HAPROXY)
 	@$(REDIS_CHECK) 2>/dev/null || { echo "Redis is not answering on 127.0.0.1:6379. Start it with:"; \
 	  echo '  redis-server --daemonize yes --bind 127.0.0.1 -::1 --port 6379 --save "" --appendonly no'; exit 1; }
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(MYPY)
 	$(PY) -m pytest
+
+## The cluster suite alone (as root): two hub hosts, two Redis shard hosts (one Sentinel-managed), a feed
+## host and HAProxy, each in its own network namespace; faults: a hub host lost, a shard cut, a failover
+test-cluster: install-dev $(HAPROXY)
+	$(PY) -m pytest tests/cluster
 
 lint: install-dev
 	$(VENV)/bin/ruff check .

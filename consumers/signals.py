@@ -28,7 +28,7 @@ def announce(what: str) -> None:
     def send() -> None:
         grants_changed.send(sender=announce, what=what)
         if settings.REDIS_URL:
-            grant_notices.publish(settings.REDIS_URL, settings.MARKETSTREAM["PREFIX"], what)
+            grant_notices.publish(settings.REDIS_SHARDS[0].url, settings.MARKETSTREAM["PREFIX"], what)
 
     transaction.on_commit(send)
 

@@ -36,6 +36,7 @@ from feeds.publisher import Publisher
 from feeds.quotes import BadQuote, parse_quote
 from feeds.runner import finalize_bars
 from feeds.simulated import Quote, TimedQuote
+from marketstream.core.transport import Unavailable
 
 log = logging.getLogger(__name__)
 
@@ -97,8 +98,22 @@ class Ingest:
         self.stats.rejected += len(rejected)
         if not quotes:
             return Answer(422, {"accepted": 0, "ticks": [], "rejected": rejected})
+        down: set[str] = set()
         try:
             ticks = await self.publisher.publish(quotes)
+        except Unavailable as exc:  # some symbols' shard is down: the others' ticks are published
+            if not exc.ticks:
+                return error(503, "unavailable", f"the store could not be reached; nothing was published ({exc})")
+            ticks, down = exc.ticks, exc.symbols
+            kept = [(i, q) for i, q in zip(indexes, quotes, strict=True) if q[0] not in down]
+            message = "the shard of this symbol is down; not published"
+            rejected += [
+                {"index": i, "code": "unavailable", "field": "symbol", "message": message}
+                for i, q in zip(indexes, quotes, strict=True)
+                if q[0] in down
+            ]
+            rejected.sort(key=lambda r: int(r["index"]))
+            indexes, quotes = [i for i, _ in kept], [q for _, q in kept]
         except Exception as exc:
             log.warning("ingest: publishing %d ticks failed: %s: %s", len(quotes), type(exc).__name__, exc)
             return error(503, "unavailable", f"the store could not be reached; nothing was published ({exc})")

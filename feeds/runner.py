@@ -23,6 +23,7 @@ from typing import Protocol
 from feeds.publisher import Publisher
 from feeds.simulated import Quote, SimulatedFeed, TimedQuote
 from marketstream.core.symbols import SymbolInfo
+from marketstream.core.transport import Unavailable
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +61,9 @@ async def run_source(
     """Publish the source's batches until it ends or `stop` is set; returns the number of
     ticks published. `ready` is set once the symbols are in the catalog and the first
     batch is published. A batch whose publishing fails is published again a second later
-    (nothing a source yields is dropped). With `bars`, a timer makes the bars of the
+    (nothing a source yields is dropped), unless it fails because the shard of some of its
+    symbols is down (`Unavailable`): those ticks are dropped, the others were published, and
+    the shard monitor logs what and how many. With `bars`, a timer makes the bars of the
     source's symbols final as their intervals end."""
     symbols = source.symbols()
     await publisher.prepare(symbols, source.infos())
@@ -71,6 +74,8 @@ async def run_source(
             while True:
                 try:
                     await publisher.publish(batch)
+                    break
+                except Unavailable:  # some shard is down: its ticks are dropped (the shard monitor logs it)
                     break
                 except Exception:
                     log.exception("feed: publishing failed; retrying in %.0f s", RETRY)

@@ -12,6 +12,8 @@ from typing import Any
 
 import dj_database_url
 
+from marketstream.adapters import shards
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 
@@ -150,14 +152,15 @@ MARKETSTREAM: dict[str, Any] = {
     "METRICS_HOST": os.environ.get("MARKETSTREAM_METRICS_HOST", "127.0.0.1"),
     # /metrics on the main port without a credential
     "METRICS_PUBLIC": env_bool("MARKETSTREAM_METRICS_PUBLIC", False),
+    # seconds a hub keeps the subscriptions of a shard that is down before ending them (`unsubscribed`, `unavailable`)
+    "SHARD_GRACE_S": env_float("MARKETSTREAM_SHARD_GRACE_S", 10.0),
+    # seconds a shard has to answer a health check or a publish before it counts as down
+    "SHARD_TIMEOUT_S": env_float("MARKETSTREAM_SHARD_TIMEOUT_S", 2.0),
 }
 
-_redis_host = {
-    "address": REDIS_URL,
-    # redis-py >= 8 defaults to a 5 s socket timeout, which breaks the layer's blocking reads
-    "socket_timeout": None,
-    "max_connections": env_int("MARKETSTREAM_REDIS_MAX_CONNECTIONS", 1000),
-}
+# one shard per comma-separated URL (docs/shards.md); each a channels_redis host of the sharded pub/sub layer
+REDIS_SHARDS = shards.parse_urls(REDIS_URL)
+_max_connections = env_int("MARKETSTREAM_REDIS_MAX_CONNECTIONS", 1000)
 if not REDIS_URL:
     CHANNEL_LAYERS = {
         "default": {
@@ -168,7 +171,10 @@ if not REDIS_URL:
 else:
     CHANNEL_LAYERS = {
         "default": {
-            "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
-            "CONFIG": {"hosts": [_redis_host], "prefix": MARKETSTREAM["PREFIX"]},
+            "BACKEND": "marketstream.adapters.layer.ShardedPubSubChannelLayer",
+            "CONFIG": {
+                "hosts": [shards.layer_host(a, _max_connections) for a in REDIS_SHARDS],
+                "prefix": MARKETSTREAM["PREFIX"],
+            },
         }
     }

@@ -24,8 +24,10 @@ from feeds.runner import run_feed
 from feeds.simulated import SimulatedFeed
 from feeds.universe import DEFAULT_UNIVERSE
 from marketstream import metrics
-from marketstream.adapters import grant_notices, redis_store
+from marketstream.adapters import grant_notices
 from marketstream.adapters.redis_leases import RedisLeases
+from marketstream.adapters.sharded_store import ShardedStore
+from marketstream.adapters.sharded_transport import Shards, open_shards
 from marketstream.adapters.transport import transport_for
 from marketstream.core.hub import Hub
 from marketstream.core.leases import Leases, MemoryLeases
@@ -57,13 +59,19 @@ def limits() -> Limits:
     )
 
 
-def make_store() -> Store:
-    """The store: Redis at REDIS_URL, or a new in-memory store on the embedded default."""
+def make_shards(layer: Any, role: str) -> Shards:
+    """The shards of REDIS_URL: store, health monitor and transport (not started)."""
     config = settings.MARKETSTREAM
-    length, keep = config["HISTORY_MAXLEN"], config["BARS_KEEP"]
-    if embedded():
-        return MemoryStore(length, keep)
-    return redis_store.RedisStore(redis_store.connect(settings.REDIS_URL), config["PREFIX"], length, keep)
+    return open_shards(
+        layer,
+        settings.REDIS_SHARDS,
+        config["PREFIX"],
+        config["HISTORY_MAXLEN"],
+        config["BARS_KEEP"],
+        role,
+        timeout=config["SHARD_TIMEOUT_S"],
+        grace=config["SHARD_GRACE_S"],
+    )
 
 
 def make_gate(hub: Hub, store: Store) -> Gate:
@@ -73,9 +81,9 @@ def make_gate(hub: Hub, store: Store) -> Gate:
     book = GrantBook(hub.limits, config["KEY_MAX_CONNECTIONS"], config["GRANTS_REFRESH_S"])
     leases: Leases
     listen: Listener | None = None
-    if isinstance(store, redis_store.RedisStore):
+    if isinstance(store, ShardedStore):  # leases and grant notices on shard 0
         leases = RedisLeases(store.redis, config["PREFIX"], config["LEASE_TTL_S"])
-        listen = functools.partial(grant_notices.listen, settings.REDIS_URL, config["PREFIX"])
+        listen = functools.partial(grant_notices.listen, settings.REDIS_SHARDS[0].url, config["PREFIX"])
     else:
         leases = MemoryLeases(config["LEASE_TTL_S"])
     return Gate(hub, book, leases, Access.from_settings(book), listen)
@@ -92,32 +100,48 @@ class Services:
     gate: Gate
     ingest: Ingest
     feed: EmbeddedFeed | None = None
+    shards: Shards | None = None  # with REDIS_URL
     metrics: asyncio.Server | None = None  # the listener of MARKETSTREAM_METRICS_PORT
 
     @classmethod
     def build(cls) -> Services:
         """Build (without I/O) from settings, on the running event loop."""
         layer = get_channel_layer()
-        store = make_store()
-        transport = transport_for(layer, store)
         config = settings.MARKETSTREAM
+        store: Store
+        transport: TickTransport
+        shards: Shards | None = None
+        if embedded():
+            store = MemoryStore(config["HISTORY_MAXLEN"], config["BARS_KEEP"])
+            transport = transport_for(layer, store)
+        else:
+            shards = make_shards(layer, "hub")
+            store, transport = shards.store, shards.transport
         hub = Hub(
             store,
             transport,
             limits(),
             slow_client_timeout=config["SLOW_CLIENT_TIMEOUT"],
             flush_delay=config["FLUSH_MS"] / 1000,
+            available=shards.monitor.available if shards is not None else None,
         )
         # one publisher per process: HTTP ingest's and, on the embedded default, the feed's
         publisher = Publisher(store, transport)
         ingest = Ingest(publisher, bars=config["BARS_KEEP"] > 0)
         feed = EmbeddedFeed(publisher) if embedded() else None
-        return cls(layer, store, transport, hub, make_gate(hub, store), ingest, feed)
+        return cls(layer, store, transport, hub, make_gate(hub, store), ingest, feed, shards)
 
     async def start(self) -> None:
         """Load the grants, start the embedded feed (its failure is raised), then the hub.
         A hub whose transport cannot be reached yet is logged and started by the next
-        handshake."""
+        handshake. With REDIS_URL, the shards are checked first (a shard-count mismatch
+        is raised; a shard that does not answer is down, served when it comes back)."""
+        if self.shards is not None:
+            monitor, layer = self.shards.monitor, self.layer._get_layer()
+            monitor.layer_shards = lambda: layer.shards
+            layer.watch(monitor.link)
+            monitor.give_up = self.hub.end_unavailable
+            await monitor.start()
         await self.gate.start()
         config = settings.MARKETSTREAM
         if config["METRICS_PORT"]:
@@ -138,6 +162,8 @@ class Services:
         await self.ingest.close()
         await self.gate.stop()
         await self.hub.stop()
+        if self.shards is not None:
+            await self.shards.monitor.stop()
 
 
 class EmbeddedFeed:

@@ -14,7 +14,8 @@ import logging
 from collections.abc import Callable
 
 import redis
-from redis import asyncio as aioredis
+
+from marketstream.adapters import shards
 
 log = logging.getLogger(__name__)
 
@@ -26,10 +27,10 @@ def channel(prefix: str) -> str:
 
 
 def publish(url: str, prefix: str, what: str) -> None:
-    """Publish a notice (synchronous: Django signals run in sync code). A Redis that does
+    """Publish a notice on the shard at `url` (shard 0; synchronous: Django signals run in sync code). A Redis that does
     not answer is logged, not raised: the hubs' timer reload catches up."""
     try:
-        client = redis.Redis.from_url(url, socket_connect_timeout=2.0, socket_timeout=2.0)
+        client = shards.connect_sync(url)
         try:
             client.publish(channel(prefix), what)
         finally:
@@ -43,7 +44,7 @@ async def listen(url: str, prefix: str, changed: Callable[[], None], stop: async
     away, and calls `changed()` after each reconnect (notices may have been missed)."""
     failures = 0
     while not stop.is_set():
-        client = aioredis.Redis.from_url(url, socket_connect_timeout=2.0, health_check_interval=10)
+        client = shards.connect(url, socket_timeout=None)
         pubsub = client.pubsub(ignore_subscribe_messages=True)
         try:
             await pubsub.subscribe(channel(prefix))

@@ -46,6 +46,30 @@ def group_name(prefix: str, symbol: str) -> str:
     return f"{prefix}.{escaped}"
 
 
+UNESCAPE = {"_": "_", "s": "/", "c": ":"}
+
+
+def symbol_of_group(group: str) -> str:
+    """The symbol of a group named by `group_name` (whatever its prefix); a name without
+    a prefix is taken whole."""
+    _, dot, escaped = group.partition(".")
+    if not dot:
+        return group
+    if "_" not in escaped:
+        return escaped
+    out, i, n = [], 0, len(escaped)
+    while i < n:
+        char = escaped[i]
+        if char == "_" and i + 1 < n:
+            nxt = escaped[i + 1]
+            out.append(UNESCAPE.get(nxt, "_" + nxt))
+            i += 2
+        else:
+            out.append(char)
+            i += 1
+    return "".join(out)
+
+
 def to_message(tick: EncodedTick) -> dict[str, Any]:
     """The channel-layer message that carries a tick to every hub."""
     return {"type": "tick", "s": tick.symbol, "q": tick.seq, "m": tick.msgpack, "j": tick.json, "e": tick.epoch}

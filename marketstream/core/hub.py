@@ -54,7 +54,10 @@ class Hub:
         slow_client_timeout: float = 5.0,
         flush_delay: float = 0.0,
         clock: Callable[[], float] = time.monotonic,
+        available: Callable[[str], bool] | None = None,
     ) -> None:
+        """`available(symbol)` says whether the symbol's shard serves (None: always):
+        asked once per symbol of a subscribe, never per tick."""
         self.store = store
         self.transport = transport
         self.limits = limits or Limits()
@@ -78,6 +81,7 @@ class Hub:
             self.inbound.told,
             self.barfan,
         )
+        self.subscriptions.available = available
         self.membership = self.subscriptions.membership
         self.connections: set[Connection] = set()
         self._restrict_after_request: set[Connection] = set()
@@ -234,6 +238,24 @@ class Hub:
             conn.outbox.discard(self.subscriptions.remove(conn, lost))
             conn.reply({"type": "unsubscribed", "symbols": lost, "reason": "forbidden"})
         return lost
+
+    def end_unavailable(self, gone: Callable[[str], bool]) -> list[str]:
+        """End every subscription of a symbol for which `gone(symbol)` (its shard has been
+        down too long), with an `unsubscribed` message (reason `unavailable`). After this
+        returns, no tick of those symbols is sent to those connections. A connection in
+        the middle of a subscribe is left for the next call. Returns the symbols ended."""
+        ended: set[str] = set()
+        for conn in list(self.connections):
+            if conn.closed or conn.held:
+                continue
+            lost = [s for s in conn.subscriptions if gone(s)]
+            if lost:
+                conn.outbox.discard(self.subscriptions.remove(conn, lost))
+                conn.reply({"type": "unsubscribed", "symbols": lost, "reason": "unavailable"})
+                ended.update(lost)
+        if ended:
+            log.warning("hub: ended the subscriptions of %d symbols whose shard is down", len(ended))
+        return sorted(ended)
 
     # -- requests -------------------------------------------------------------------
 

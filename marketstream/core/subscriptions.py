@@ -63,6 +63,7 @@ class Subscriptions:
         self.membership = Membership(transport, self.routed, left)
         self.barfan = barfan if barfan is not None else BarFan(fanout, clock)
         self.bar_membership = Membership(BarGroups(transport), self.barfan.routed)
+        self.available: Callable[[str], bool] | None = None  # whether a symbol's shard serves
 
     async def subscribe(self, conn: Connection, request: Request) -> None:
         """Subscribe `conn` to the request's symbols that are in the catalog, that it is
@@ -75,6 +76,13 @@ class Subscriptions:
         """
         rejected = dict(request.rejected)
         wanted = request.symbols
+        available = self.available
+        if available is not None:
+            down = [s for s in wanted if s not in conn.subscriptions and not available(s)]
+            if down:
+                rejected.update((s, "unavailable") for s in down)
+                unavailable = set(down)
+                wanted = [s for s in wanted if s not in unavailable]
         known = await asyncio.wait_for(self.store.known(wanted), STORE_TIMEOUT)
         room = conn.limits.max_subscriptions - len(conn.subscriptions)
         accepted: list[str] = []

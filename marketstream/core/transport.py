@@ -17,6 +17,16 @@ class MalformedMessage(ValueError):
     """A transport message that is not a tick: the hub counts it and goes on."""
 
 
+class Unavailable(ConnectionError):
+    """`publish` could not publish the ticks of some symbols: their shard is down. `ticks`
+    are those it published (in the drafts' order), `symbols` those whose drafts it did not."""
+
+    def __init__(self, ticks: list[EncodedTick], symbols: set[str], reason: str) -> None:
+        super().__init__(reason)
+        self.ticks = ticks
+        self.symbols = symbols
+
+
 class TickTransport(Protocol):
     async def open(self) -> None:
         """Get ready to receive (a hub's address on the transport). Idempotent; raises
@@ -46,7 +56,8 @@ class TickTransport(Protocol):
         """Have the store assign the drafts their seq and keep them (`Store.append`), and
         send the ticks to every hub that joined their symbols, in seq order, then the
         bars they changed. A tick is kept before it is sent, so a hub that joins and then
-        reads the store misses none. Returns the ticks."""
+        reads the store misses none. Returns the ticks. Raises `Unavailable` when the
+        ticks of some symbols could not be published (the others were)."""
 
     async def finalize_bars(self, symbols: Sequence[str], now_ns: int) -> int:
         """Have the store make final the bars of `symbols` whose interval ended by

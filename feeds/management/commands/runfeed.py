@@ -22,7 +22,10 @@ from feeds.replay import SAMPLE, ReplayError, ReplaySource
 from feeds.runner import SimulatedSource, Source, run_source
 from feeds.simulated import SimulatedFeed
 from feeds.universe import DEFAULT_UNIVERSE, by_symbols, generated
-from marketstream.adapters import redis_store
+from marketstream.adapters.layer import ShardedPubSubChannelLayer
+from marketstream.adapters.redis_store import RedisStore
+from marketstream.adapters.sharded_transport import open_shards
+from marketstream.adapters.shards import ShardCountMismatch, connect
 from marketstream.adapters.transport import transport_for
 from marketstream.core.symbols import normalize
 
@@ -109,10 +112,28 @@ class Command(BaseCommand):
             loop.call_later(options["duration"], stop.set)
         # this command's own layer, store and transport (the server builds its own in its lifespan)
         config = settings.MARKETSTREAM
-        store = redis_store.RedisStore(
-            redis_store.connect(settings.REDIS_URL), config["PREFIX"], config["HISTORY_MAXLEN"], config["BARS_KEEP"]
-        )
-        publisher = Publisher(store, transport_for(get_channel_layer(), store))
+        layer = get_channel_layer()
+        monitor = None
+        if isinstance(layer, ShardedPubSubChannelLayer):
+            shards = open_shards(
+                layer,
+                settings.REDIS_SHARDS,
+                config["PREFIX"],
+                config["HISTORY_MAXLEN"],
+                config["BARS_KEEP"],
+                "feed",
+                timeout=config["SHARD_TIMEOUT_S"],
+            )
+            monitor = shards.monitor
+            try:
+                await monitor.start()
+            except ShardCountMismatch as exc:
+                raise CommandError(str(exc)) from None
+            publisher = Publisher(shards.store, shards.transport)
+        else:  # another layer (the seed baseline's, loadtest.seed): one Redis, the layer's own transport
+            client = connect(settings.REDIS_SHARDS[0])
+            store = RedisStore(client, config["PREFIX"], config["HISTORY_MAXLEN"], config["BARS_KEEP"])
+            publisher = Publisher(store, transport_for(layer, store))
         symbols = source.symbols()
         if isinstance(source, ReplaySource):
             what = f"replay of {source.path} ({len(symbols)} symbols) at speed {source.speed:g}"
@@ -122,5 +143,9 @@ class Command(BaseCommand):
         log.info("runfeed: %s", what)
         self.stdout.write(f"runfeed: {what}", ending="\n")
         self.stdout.flush()
-        sent = await run_source(source, publisher, stop, bars=config["BARS_KEEP"] > 0)
+        try:
+            sent = await run_source(source, publisher, stop, bars=config["BARS_KEEP"] > 0)
+        finally:
+            if monitor is not None:
+                await monitor.stop()
         return source.sent if isinstance(source, SimulatedSource) else sent  # the simulated walk's: after its opening
