@@ -36,6 +36,17 @@ $(HAPROXY):
 	  echo "The cluster tests need HAProxy: run 'apt-get install -y haproxy' as root"; exit 1; }
 	apt-get install -y -q haproxy || { apt-get update -q && apt-get install -y -q haproxy; }
 
+# The alert rules (docker/prometheus/alerts.yml) and Prometheus' configuration are checked and unit-tested
+# by tests/test_compose.py with promtool, from Debian's prometheus package. Installing it may start a
+# Prometheus server: it is stopped and disabled at once (the tests need only promtool).
+PROMTOOL := /usr/bin/promtool
+$(PROMTOOL):
+	@[ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null || { \
+	  echo "The alert rule tests need promtool: run 'apt-get install -y prometheus' as root"; exit 1; }
+	apt-get install -y -q --no-install-recommends prometheus || { \
+	  apt-get update -q && apt-get install -y -q --no-install-recommends prometheus; }
+	-systemctl disable --now prometheus 2>/dev/null || service prometheus stop 2>/dev/null
+
 $(VENV)/.installed-load: pyproject.toml $(VENV)/.installed
 	$(PY) -m pip install -q -e '.[load]'
 	touch $@
@@ -51,9 +62,9 @@ run: install
 	$(PY) manage.py migrate --noinput
 	MARKETSTREAM_ADMIN=true MARKETSTREAM_ANONYMOUS=true $(PY) -m marketstream.serve --host 127.0.0.1 --port $(PORT)
 
-## Lint, type-check and run the whole suite against the Redis on 127.0.0.1:6379 (and Chromium; the cluster
-## suite, tests/cluster/, needs root and HAProxy)
-test: install-dev $(CHROMIUM) $(HAPROXY)
+## Lint, type-check and run the whole suite against the Redis on 127.0.0.1:6379 (and Chromium and promtool; the
+## cluster suite, tests/cluster/, needs root and HAProxy)
+test: install-dev $(CHROMIUM) $(HAPROXY) $(PROMTOOL)
 	@$(REDIS_CHECK) 2>/dev/null || { echo "Redis is not answering on 127.0.0.1:6379. Start it with:"; \
 	  echo '  redis-server --daemonize yes --bind 127.0.0.1 -::1 --port 6379 --save "" --appendonly no'; exit 1; }
 	$(VENV)/bin/ruff check .
