@@ -34,6 +34,15 @@ log = logging.getLogger(__name__)
 CLOSE_GRACE = 1.0  # seconds for a close frame to be written, then to be answered
 HUB_START_TIMEOUT = 5.0  # seconds a handshake waits for a hub whose transport is not reached yet
 MAX_REASON_BYTES = 120  # a close frame's reason is at most 123 bytes
+# what a handshake ends in (the hub's `stats.handshakes`; marketstream_handshakes_total{outcome})
+HANDSHAKE_OUTCOMES = (
+    "accepted",
+    "refused_encoding",  # 400: unknown ?encoding=
+    "refused_credentials",  # 403: missing or bad credential, origin not allowed
+    "refused_unavailable",  # 503: the hub cannot reach its channel layer
+    "refused_try_again",  # accepted, closed with 1013: the hub is full, or key leases cannot be counted
+    "refused_key_limit",  # accepted, closed with 4001: the key's connection limit
+)
 
 
 def negotiate(scope: dict[str, Any]) -> tuple[CodecName, str | None]:
@@ -72,11 +81,6 @@ class StreamConsumer(AsyncWebsocketConsumer):
         await handler(message)
 
     async def websocket_connect(self, message: dict[str, Any]) -> None:
-        try:
-            codec_name, subprotocol = negotiate(self.scope)
-        except ValueError as exc:
-            await self._deny(400, str(exc))
-            return
         state = self.scope.get("state", {})
         hub, gate = state.get("hub"), state.get("gate")
         if not isinstance(hub, Hub) or not isinstance(gate, Gate):
@@ -84,14 +88,23 @@ class StreamConsumer(AsyncWebsocketConsumer):
             await self._deny(503, "the hub is not running; try again later")
             return
         self.hub, self.gate = hub, gate
+        handshakes = hub.stats.handshakes  # by outcome: HANDSHAKE_OUTCOMES
+        try:
+            codec_name, subprotocol = negotiate(self.scope)
+        except ValueError as exc:
+            handshakes["refused_encoding"] += 1
+            await self._deny(400, str(exc))
+            return
         try:
             grant = await gate.admit(Credentials.from_scope(self.scope))
         except Denied as exc:
+            handshakes["refused_credentials"] += 1
             await self._deny(403, exc.message)
             return
         try:
             await asyncio.wait_for(hub.start(), HUB_START_TIMEOUT)
         except Exception as exc:
+            handshakes["refused_unavailable"] += 1
             log.error("refusing a connection: the hub cannot reach its channel layer: %s", exc)
             await self._deny(503, "the hub cannot reach its channel layer; try again later")
             return
@@ -101,8 +114,10 @@ class StreamConsumer(AsyncWebsocketConsumer):
             self._leased = (grant, session)  # given back by the disconnect if it comes before `attach`
         await self.accept(subprotocol)
         if refusal is not None:  # PROTOCOL.md: accepted, then closed with the reason
+            handshakes["refused_key_limit" if refusal[0] == Close.KEY_OVER_LIMIT else "refused_try_again"] += 1
             self._closer(*refusal)
             return
+        handshakes["accepted"] += 1
         self._limit_send_buffer()
         transport = self._transport()
         writable = None
@@ -213,8 +228,10 @@ class StreamConsumer(AsyncWebsocketConsumer):
             self._error(request.id, "internal_error", "the hub could not complete the request; try again")
 
     def _error(self, rid: int | str | None, code: str, text: str) -> None:
+        """Reply an `error` (PROTOCOL.md), counted by code in the hub's stats."""
         if self.conn is None:
             return
+        self.hub.stats.rejected[code] += 1
         message: dict[str, Any] = {"type": "error", "code": code, "message": text}
         if rid is not None:
             message["id"] = rid

@@ -16,14 +16,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Mapping, Sequence
 
 from feeds.simulated import Quote, TimedQuote
 from marketstream.core.bars import NS
+from marketstream.core.stats import PublishStats
 from marketstream.core.store import Store
 from marketstream.core.symbols import SymbolInfo
 from marketstream.core.tick import Draft, EncodedTick, now_ns
-from marketstream.core.transport import TickTransport
+from marketstream.core.transport import TickTransport, Unavailable
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +38,7 @@ class Publisher:
         self.transport = transport
         self._lock = asyncio.Lock()  # a batch, or a finalization, at a time
         self._last_ts = 0  # the ts of the last batch published
+        self.stats = PublishStats()  # ticks published, publish round trips (the feed's metrics)
 
     async def prepare(self, symbols: Sequence[str], infos: Mapping[str, SymbolInfo] | None = None) -> None:
         """Register `symbols` in the catalog, with what `infos` says of them (name, kind,
@@ -81,7 +84,14 @@ class Publisher:
             if stamped < self._last_ts or stamped // NS != now_ns() // NS:
                 drafts = self.stamp(quotes)
             self._last_ts = drafts[0].ts
-            return await self.transport.publish(drafts)
+            started = time.perf_counter()
+            try:
+                published = await self.transport.publish(drafts)
+            except Unavailable as exc:  # some shard is down: what went out still counts
+                self.stats.published(len(exc.ticks), time.perf_counter() - started)
+                raise
+            self.stats.published(len(published), time.perf_counter() - started)
+            return published
 
     async def finalize_bars(self, symbols: Sequence[str]) -> int:
         """Make final the bars of `symbols` whose interval has ended (now, by this

@@ -96,6 +96,7 @@ class ReplaySource:
         self._symbols: list[str] | None = None
         self.first = 0  # the first record's time
         self.period = 0.0  # seconds (at speed 1) from the first record of one pass to the first of the next
+        self.lag = 0.0  # seconds the last record was late against its original timing
 
     def infos(self) -> dict[str, SymbolInfo]:
         """A recording names its symbols, nothing more: the catalog keeps what it knows."""
@@ -127,7 +128,9 @@ class ReplaySource:
             for at, quote in read_records(self.path):
                 if self.speed:
                     due = start + (offset + (at - self.first) / 1e9) / self.speed
-                    if due > time.monotonic():
+                    now = time.monotonic()
+                    self.lag = max(0.0, now - due)  # how late this record is (the feed's metrics)
+                    if due > now:
                         if batch:
                             yield batch
                             batch = []

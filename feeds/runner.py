@@ -51,6 +51,13 @@ class Source(Protocol):
         ...
 
 
+def lag_of(source: Source) -> float:
+    """How late the source's last batch was against its schedule, seconds: its `lag`
+    attribute (the simulated walk's and the replay's), 0 for a source without one."""
+    lag = getattr(source, "lag", 0.0)
+    return float(lag) if isinstance(lag, (int, float)) else 0.0
+
+
 async def run_source(
     source: Source,
     publisher: Publisher,
@@ -83,6 +90,7 @@ async def run_source(
                     if stop.is_set():
                         return sent
             sent += len(batch)
+            publisher.stats.lag_s = lag_of(source)
             if ready is not None:
                 ready.set()
         return sent
@@ -138,6 +146,7 @@ class SimulatedSource:
         self.max_ticks = max_ticks
         self.opening = opening
         self.sent = 0  # ticks yielded after the opening
+        self.lag = 0.0  # seconds the last batch was late against the steady rate
 
     def symbols(self) -> list[str]:
         return [i.symbol for i in self.feed.instruments]
@@ -172,6 +181,7 @@ class SimulatedSource:
             if self.max_ticks is not None:
                 due = min(due, self.max_ticks - self.sent)
             if due > 0:
+                self.lag = max(0.0, now - (start + self.sent / rate))  # when the first of these was due
                 yield self.feed.batch(due)
                 self.sent += due
             if self.max_ticks is not None and self.sent >= self.max_ticks:

@@ -11,10 +11,37 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import shutil
+import tempfile
+from pathlib import Path
 
 import uvicorn
 
 log = logging.getLogger("marketstream.serve")
+
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"  # prometheus-client's multiprocess mode (docs/operations.md)
+
+
+def metrics_directory(workers: int) -> tuple[Path | None, bool]:
+    """Set up prometheus-client's multiprocess directory for this run, before any worker
+    starts: the operator's PROMETHEUS_MULTIPROC_DIR, emptied of the files of an earlier run
+    (its `*.db` files only), or with `workers` > 1 a new temporary directory (removed at
+    exit). None with one worker and no directory set: the worker keeps its own registry.
+    Returns the directory and whether it was made here (and is to be removed).
+    The workers inherit the variable, so every one of them writes there and each scrape
+    answers for all of them."""
+    given = os.environ.get(MULTIPROC_ENV, "").strip()
+    if given:
+        path = Path(given)
+        path.mkdir(parents=True, exist_ok=True)
+        for old in path.glob("*.db"):
+            old.unlink()
+        return path, False
+    if workers <= 1:
+        return None, False
+    path = Path(tempfile.mkdtemp(prefix="marketstream-metrics-"))
+    os.environ[MULTIPROC_ENV] = str(path)
+    return path, True
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -38,6 +65,17 @@ def main(argv: list[str] | None = None) -> None:
         )
     else:
         log.info("a key is required (MARKETSTREAM_ANONYMOUS is off): `python manage.py createkey --name NAME`")
+    directory, made = metrics_directory(args.workers)
+    if directory is not None:
+        log.info("metrics of %d worker(s) summed through %s (%s)", args.workers, directory, MULTIPROC_ENV)
+    try:
+        run(args, max_bytes)
+    finally:
+        if made and directory is not None:  # the workers are gone: uvicorn.run waited for them
+            shutil.rmtree(directory, ignore_errors=True)
+
+
+def run(args: argparse.Namespace, max_bytes: int) -> None:
     uvicorn.run(
         "marketstream.asgi:application",
         host=args.host,

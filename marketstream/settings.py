@@ -152,6 +152,12 @@ MARKETSTREAM: dict[str, Any] = {
     "METRICS_HOST": os.environ.get("MARKETSTREAM_METRICS_HOST", "127.0.0.1"),
     # /metrics on the main port without a credential
     "METRICS_PUBLIC": env_bool("MARKETSTREAM_METRICS_PUBLIC", False),
+    # seconds between syncs of the hub's counters into its Prometheus metrics (a scrape also syncs)
+    "METRICS_SYNC_S": env_float("MARKETSTREAM_METRICS_SYNC_S", 1.0),
+    # one tick frame in this many has the latency of its first tick sampled (feed ts to send)
+    "LATENCY_SAMPLE_EVERY": env_int("MARKETSTREAM_LATENCY_SAMPLE_EVERY", 64),
+    # `manage.py runfeed`: serve the feed's /metrics on this port (0: none; --metrics-port overrides)
+    "FEED_METRICS_PORT": env_int("MARKETSTREAM_FEED_METRICS_PORT", 0),
     # seconds a hub keeps the subscriptions of a shard that is down before ending them (`unsubscribed`, `unavailable`)
     "SHARD_GRACE_S": env_float("MARKETSTREAM_SHARD_GRACE_S", 10.0),
     # seconds a shard has to answer a health check or a publish before it counts as down

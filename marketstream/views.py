@@ -22,7 +22,6 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 from consumers.gate import Denied, credentials_of
 from consumers.grants import ANONYMOUS, Grant
-from marketstream import metrics
 from marketstream.core.bars import INTERVALS
 from marketstream.core.store import MAX_HISTORY_READ, Store
 from marketstream.core.symbols import normalize
@@ -255,16 +254,18 @@ async def healthz(request: HttpRequest) -> JsonResponse:
 
 
 async def metrics_view(request: HttpRequest) -> HttpResponse:
-    """Prometheus text. Not public unless MARKETSTREAM_METRICS_PUBLIC: a key or a session
-    is needed (anonymous access does not count); with MARKETSTREAM_METRICS_PORT it is
-    served on that port only, and not here."""
+    """Prometheus text (docs/operations.md): of this process, or, with several workers,
+    of every worker of this host (prometheus-client's multiprocess mode). Not public
+    unless MARKETSTREAM_METRICS_PUBLIC: a key or a session is needed (anonymous access
+    does not count); with MARKETSTREAM_METRICS_PORT it is served on that port only, and
+    not here."""
     config = settings.MARKETSTREAM
     if config["METRICS_PORT"]:
         return _error(404, "not_found", "metrics are served on their own port (MARKETSTREAM_METRICS_PORT)")
     try:
         services = services_of(request)
-    except RuntimeError:
-        return HttpResponse(metrics.render(None), content_type=CONTENT_TYPE_LATEST)
+    except RuntimeError as exc:
+        return _error(503, "unavailable", str(exc))
     if not config["METRICS_PUBLIC"]:
         try:
             grant = await services.gate.admit(credentials_of(request.headers.items(), request.GET.get("token")))
@@ -272,4 +273,4 @@ async def metrics_view(request: HttpRequest) -> HttpResponse:
             return _error(exc.status, exc.code, exc.message)
         if grant.id == ANONYMOUS:
             return _error(401, "unauthorized", "metrics need a key (or MARKETSTREAM_METRICS_PUBLIC=true)")
-    return HttpResponse(metrics.render(services.hub, services.gate), content_type=CONTENT_TYPE_LATEST)
+    return HttpResponse(services.metrics.render(), content_type=CONTENT_TYPE_LATEST)

@@ -16,6 +16,7 @@ from typing import Any
 from channels.layers import get_channel_layer
 from django.conf import settings
 
+from consumers.consumer import HANDSHAKE_OUTCOMES
 from consumers.gate import Access, Gate, Listener
 from consumers.grants import GrantBook
 from feeds.ingest import Ingest
@@ -23,8 +24,8 @@ from feeds.publisher import Publisher
 from feeds.runner import run_feed
 from feeds.simulated import SimulatedFeed
 from feeds.universe import DEFAULT_UNIVERSE
-from marketstream import metrics
-from marketstream.adapters import grant_notices
+from marketstream.adapters import grant_notices, metrics_http
+from marketstream.adapters.prometheus import HubMetrics
 from marketstream.adapters.redis_leases import RedisLeases
 from marketstream.adapters.sharded_store import ShardedStore
 from marketstream.adapters.sharded_transport import Shards, open_shards
@@ -99,9 +100,10 @@ class Services:
     hub: Hub
     gate: Gate
     ingest: Ingest
+    metrics: HubMetrics
     feed: EmbeddedFeed | None = None
     shards: Shards | None = None  # with REDIS_URL
-    metrics: asyncio.Server | None = None  # the listener of MARKETSTREAM_METRICS_PORT
+    metrics_listener: asyncio.Server | None = None  # the listener of MARKETSTREAM_METRICS_PORT
 
     @classmethod
     def build(cls) -> Services:
@@ -129,7 +131,16 @@ class Services:
         publisher = Publisher(store, transport)
         ingest = Ingest(publisher, bars=config["BARS_KEEP"] > 0)
         feed = EmbeddedFeed(publisher) if embedded() else None
-        return cls(layer, store, transport, hub, make_gate(hub, store), ingest, feed, shards)
+        gate = make_gate(hub, store)
+        hub.stats.sample_every = hub.stats.sample_countdown = max(1, config["LATENCY_SAMPLE_EVERY"])
+        metrics = HubMetrics(
+            hub,
+            gate.counts,
+            lambda: len(gate.book.grants),
+            shards.monitor.health if shards is not None else None,
+            HANDSHAKE_OUTCOMES,
+        )
+        return cls(layer, store, transport, hub, gate, ingest, metrics, feed, shards)
 
     async def start(self) -> None:
         """Load the grants, start the embedded feed (its failure is raised), then the hub.
@@ -144,9 +155,11 @@ class Services:
             await monitor.start()
         await self.gate.start()
         config = settings.MARKETSTREAM
+        self.metrics.start(config["METRICS_SYNC_S"])
         if config["METRICS_PORT"]:
-            self.metrics = await metrics.serve(self.hub, self.gate, config["METRICS_HOST"], config["METRICS_PORT"])
-            log.info("metrics on http://%s:%d/metrics", config["METRICS_HOST"], config["METRICS_PORT"])
+            host, port = config["METRICS_HOST"], config["METRICS_PORT"]
+            self.metrics_listener = await metrics_http.serve(self.metrics.render, host, port)
+            log.info("metrics on http://%s:%d/metrics", host, port)
         if self.feed is not None:
             await self.feed.start()
         try:
@@ -155,13 +168,14 @@ class Services:
             log.error("the hub cannot reach its channel layer yet: %s", exc)
 
     async def stop(self) -> None:
-        if self.metrics is not None:
-            self.metrics.close()
+        if self.metrics_listener is not None:
+            self.metrics_listener.close()
         if self.feed is not None:
             await self.feed.close()
         await self.ingest.close()
         await self.gate.stop()
         await self.hub.stop()
+        await self.metrics.close()  # after the hub: its last counts are in
         if self.shards is not None:
             await self.shards.monitor.stop()
 

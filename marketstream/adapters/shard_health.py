@@ -34,7 +34,7 @@ GIVE_UP_ROUNDS = 3
 class ShardHealth:
     """One shard as this process sees it: `up`, since when (`since`, unix seconds), the
     last error, and counters (`errors`: failures seen; `dropped`: ticks not published
-    while down)."""
+    during this outage; `dropped_total`: since the process started)."""
 
     index: int
     address: str
@@ -43,6 +43,7 @@ class ShardHealth:
     error: str = ""
     errors: int = 0
     dropped: int = 0
+    dropped_total: int = 0
     down_at: float = 0.0  # monotonic time it went down
     checked: bool = False  # its shard-count marker was checked since it was last up
     link_lost: bool = False  # the layer saw its subscription connection go during this outage
@@ -168,7 +169,9 @@ class ShardMonitor:
         self._down(index, _text(exc))
 
     def dropped(self, index: int, ticks: int) -> None:
-        self.health[index].dropped += ticks
+        health = self.health[index]
+        health.dropped += ticks
+        health.dropped_total += ticks
 
     def link(self, index: int, up: bool, error: str) -> None:
         """The layer's subscription connection to shard `index` changed."""

@@ -216,8 +216,11 @@ class Hub:
         self.subscriptions.remove(conn, list(conn.subscriptions))
         if conn in self.connections:
             self.connections.discard(conn)
-            self.stats.ticks_sent_closed += conn.ticks_sent
-            self.stats.frames_closed += conn.frames
+            stats = self.stats
+            stats.ticks_sent_closed += conn.ticks_sent
+            stats.frames_closed += conn.frames
+            stats.bytes_closed += conn.bytes_sent
+            stats.conflated_closed += conn.outbox.conflated
 
     def restrict(self, conn: Connection, entitlement: Entitlement) -> list[str]:
         """Give `conn` a new entitlement (its key's grant changed) and end its

@@ -11,7 +11,8 @@ Contracts:
   of each symbol), so it never holds more ticks than the connection has symbols.
 - `put_latest` (throttled subscriptions) replaces a pending tick of the same symbol.
 - Accounted conflation: a tick that stands in for ticks the connection did not get
-  carries their number in `conflated` (throttle and slow-client conflation alike), so
+  carries their number in `conflated` (throttle and slow-client conflation alike; the
+  outbox's `conflated` counter adds up the ticks so superseded, once each), so
   for each symbol `seq - previous_seq - 1 - conflated` is the number of ticks lost
   before the hub (`Losses`), 0 in normal operation.
 
@@ -36,7 +37,7 @@ BarKey = tuple[str, str, int]  # symbol, interval, start
 
 
 class Outbox:
-    __slots__ = ("bars", "conflations", "controls", "last_seq", "latest", "losses", "max_ticks", "ticks")
+    __slots__ = ("bars", "conflated", "conflations", "controls", "last_seq", "latest", "losses", "max_ticks", "ticks")
 
     def __init__(self, max_ticks: int, losses: Losses | None = None) -> None:
         self.controls: list[bytes] = []  # few at a time; a list is 10x smaller than a deque
@@ -45,6 +46,7 @@ class Outbox:
         self.last_seq: dict[str, int] = {}
         self.max_ticks = max_ticks
         self.conflations = 0
+        self.conflated = 0  # ticks superseded by conflation so far (the sum of `conflated` put on ticks)
         self.losses = losses if losses is not None else Losses()  # the hub's: seqs never received
         self.bars: dict[BarKey, EncodedBar] | None = None  # made for the first bar
 
@@ -94,7 +96,9 @@ class Outbox:
             return False
         self.last_seq[symbol] = seq
         if seq - last > 1 and last:
-            tick = tick.with_conflated(seq - last - 1 - self.losses.between(symbol, last, seq))
+            skipped = seq - last - 1 - self.losses.between(symbol, last, seq)
+            self.conflated += skipped
+            tick = tick.with_conflated(skipped)
         ticks = self.ticks
         if self.latest and tick.symbol in self.latest:
             ticks.append(self.latest.pop(tick.symbol))  # keep the older tick first
@@ -117,8 +121,10 @@ class Outbox:
         prev = self.latest.get(symbol)
         if prev is not None:  # replaced before it was sent: this one stands in for it too
             n = prev.conflated + tick.seq - prev.seq - self.losses.between(symbol, prev.seq, tick.seq)
+            self.conflated += n - prev.conflated
         elif last:
             n = tick.seq - last - 1 - self.losses.between(symbol, last, tick.seq)
+            self.conflated += n
         else:  # the first tick of the symbol on this connection: nothing to account for
             n = 0
         self.latest[symbol] = tick.with_conflated(n)
@@ -134,12 +140,15 @@ class Outbox:
                 dropped[tick.symbol] = dropped.get(tick.symbol, 0) + 1 + prev.conflated
             newest[tick.symbol] = tick
         latest = self.latest
+        kept = 0  # ticks of `self.ticks` that stay pending (in `latest`)
         for symbol, tick in newest.items():
             held = latest.get(symbol)
             if held is None:
+                kept += 1
                 latest[symbol] = tick.with_conflated(tick.conflated + dropped.get(symbol, 0))
             else:  # the tick already in `latest` is newer: it stands in for all of these
                 latest[symbol] = held.with_conflated(held.conflated + dropped.get(symbol, 0) + 1 + tick.conflated)
+        self.conflated += len(self.ticks) - kept
         self.ticks = []
         self.conflations += 1
 

@@ -16,8 +16,10 @@ import asyncio
 import collections
 import itertools
 import time
+from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Literal
 
 from marketstream.core.store import History, Store
 from marketstream.core.tick import EncodedTick
@@ -26,25 +28,40 @@ WINDOW = 0.002  # seconds a history read waits for more requests to share it
 READ_TIMEOUT = 5.0
 KEEP = 30.0  # seconds a symbol's recent ticks are kept after the last recovery that used them
 
+# why a symbol was answered `recovered: false`: `check`'s reasons, and `unavailable` (history unreadable)
+Refusal = Literal["epoch", "ahead", "too_many", "too_old", "unavailable"]
+REFUSALS: tuple[Refusal, ...] = ("epoch", "ahead", "too_many", "too_old", "unavailable")
+
 
 def missed(history: History, since: int, epoch: str | None, max_recovery: int) -> list[EncodedTick] | None:
     """The ticks after `since` that history holds, if they are every one of them
-    (PROTOCOL.md, "Recovery"); None when recovery is not possible: the epoch is not the
-    current one, `since` is ahead of the symbol's seq, more than `max_recovery` ticks are
-    missing, or history does not hold every seq after `since`."""
+    (PROTOCOL.md, "Recovery"); None when recovery is not possible (`refusal` says why)."""
+    ticks, _ = check(history, since, epoch, max_recovery)
+    return ticks
+
+
+def check(
+    history: History, since: int, epoch: str | None, max_recovery: int
+) -> tuple[list[EncodedTick], None] | tuple[None, Refusal]:
+    """`missed`, with the reason when recovery is not possible: `epoch` (the epoch is not
+    the current one), `ahead` (`since` is ahead of the symbol's seq), `too_many` (more
+    than `max_recovery` ticks are missing) or `too_old` (history does not hold every seq
+    after `since`)."""
     if epoch is not None and epoch != history.epoch:
-        return None
+        return None, "epoch"
     missing = history.last_seq - since
-    if missing < 0 or missing > max_recovery:
-        return None
+    if missing < 0:
+        return None, "ahead"
+    if missing > max_recovery:
+        return None, "too_many"
     if missing == 0:
-        return []
+        return [], None
     if not history.first_seq or history.first_seq > since + 1:
-        return None
+        return None, "too_old"
     ticks = [t for t in history.ticks if t.seq > since]
     if len(ticks) != missing or ticks[0].seq != since + 1:
-        return None
-    return ticks
+        return None, "too_old"
+    return ticks, None
 
 
 @dataclass(slots=True)
@@ -52,6 +69,7 @@ class RecoveryStats:
     reads: int = 0  # store round trips
     served: int = 0  # symbols recovered
     refused: int = 0  # symbols answered `recovered: false`
+    refused_by: Counter[str] = field(default_factory=Counter)  # the same, by Refusal
     ticks: int = 0  # ticks delivered from history
     from_memory: int = 0  # symbols recovered from the ticks kept since an earlier read
 

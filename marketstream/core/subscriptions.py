@@ -23,7 +23,7 @@ from marketstream.core.connection import Connection
 from marketstream.core.fanout import Fanout
 from marketstream.core.losses import Losses
 from marketstream.core.membership import BarGroups, Membership
-from marketstream.core.recovery import HistoryReads, missed
+from marketstream.core.recovery import HistoryReads, check
 from marketstream.core.requests import Request
 from marketstream.core.store import History, Store
 from marketstream.core.throttle import Throttle
@@ -218,12 +218,17 @@ class Subscriptions:
             log.exception("history read failed; answering recovered: false")
             tails = []
         found: dict[str, tuple[History, list[EncodedTick]]] = {}
+        stats = self.history.stats
         for (symbol, (seq, epoch)), history in zip(since.items(), tails, strict=False):
-            ticks = missed(history, seq, epoch, conn.limits.max_recovery)
+            ticks, refusal = check(history, seq, epoch, conn.limits.max_recovery)
             if ticks is not None:
                 found[symbol] = (history, ticks)
-        self.history.stats.served += len(found)
-        self.history.stats.refused += len(since) - len(found)
+            elif refusal is not None:
+                stats.refused_by[refusal] += 1
+        if not tails:
+            stats.refused_by["unavailable"] += len(since)
+        stats.served += len(found)
+        stats.refused += len(since) - len(found)
         return found
 
     async def _snapshots(self, symbols: list[str]) -> dict[str, EncodedTick]:

@@ -4,6 +4,7 @@ python manage.py runfeed --symbols AAPL,MSFT --rate 1000          # the simulate
 python manage.py runfeed --generated 200 --rate 5000 --seed 7
 python manage.py runfeed --replay ticks.ndjson --speed 10 --loop   # recorded ticks (CSV or NDJSON)
 python manage.py runfeed --replay sample                          # the sample file shipped in feeds/samples/
+python manage.py runfeed --metrics-port 9101                      # and its /metrics (docs/operations.md)
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ from feeds.replay import SAMPLE, ReplayError, ReplaySource
 from feeds.runner import SimulatedSource, Source, run_source
 from feeds.simulated import SimulatedFeed
 from feeds.universe import DEFAULT_UNIVERSE, by_symbols, generated
+from marketstream.adapters import metrics_http
+from marketstream.adapters.feed_metrics import FeedMetrics
 from marketstream.adapters.layer import ShardedPubSubChannelLayer
 from marketstream.adapters.redis_store import RedisStore
 from marketstream.adapters.sharded_transport import open_shards
@@ -54,6 +57,13 @@ class Command(BaseCommand):
         )
         parser.add_argument("--speed", type=float, default=1.0, help="replay speed factor (default 1; 0: at once)")
         parser.add_argument("--loop", action="store_true", help="replay the file again and again")
+        parser.add_argument(
+            "--metrics-port",
+            type=int,
+            default=settings.MARKETSTREAM["FEED_METRICS_PORT"],
+            help="serve the feed's GET /metrics on this port, on MARKETSTREAM_METRICS_HOST "
+            "(default: MARKETSTREAM_FEED_METRICS_PORT; 0: none)",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         if not settings.REDIS_URL:
@@ -143,9 +153,17 @@ class Command(BaseCommand):
         log.info("runfeed: %s", what)
         self.stdout.write(f"runfeed: {what}", ending="\n")
         self.stdout.flush()
+        listener = None
+        if options["metrics_port"]:
+            metrics = FeedMetrics(publisher.stats, monitor.health if monitor is not None else None)
+            host, port = config["METRICS_HOST"], options["metrics_port"]
+            listener = await metrics_http.serve(metrics.render, host, port)
+            log.info("runfeed: metrics on http://%s:%d/metrics", host, port)
         try:
             sent = await run_source(source, publisher, stop, bars=config["BARS_KEEP"] > 0)
         finally:
+            if listener is not None:
+                listener.close()
             if monitor is not None:
                 await monitor.stop()
         return source.sent if isinstance(source, SimulatedSource) else sent  # the simulated walk's: after its opening
