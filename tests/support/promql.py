@@ -68,3 +68,30 @@ def exposed_names(exposition: str) -> set[str]:
         names |= {base + suffix for suffix in suffixes.get(kind, ("",))}
     names |= set(re.findall(r"^([A-Za-z_:][A-Za-z0-9_:]*)(?:\{| )", exposition, re.M))
     return names
+
+
+_SELECTOR = re.compile(r"(?<![\w.$])([A-Za-z_:][A-Za-z0-9_:]*)\s*\{([^{}]*)\}")
+_MATCHER = re.compile(r'([A-Za-z_][A-Za-z0-9_]*)\s*(=~|!=|!~|=)\s*"((?:\\.|[^"\\])*)"')
+_GROUPING_LABELS = re.compile(r"\b(?:by|without)\s*\(([^()]*)\)")
+_SAMPLE = re.compile(r"^([A-Za-z_:][A-Za-z0-9_:]*)(?:\{(.*)\})? \S+", re.M)
+
+
+def selectors(expr: str) -> list[tuple[str, list[tuple[str, str, str]]]]:
+    """(name, [(label, operator, value)]) of each selector with label matchers."""
+    return [(m.group(1), _MATCHER.findall(m.group(2))) for m in _SELECTOR.finditer(expr)]
+
+
+def grouping_labels(expr: str) -> set[str]:
+    """The labels of every `by (...)` and `without (...)` of an expression."""
+    return {label.strip() for group in _GROUPING_LABELS.findall(expr) for label in group.split(",") if label.strip()}
+
+
+def exposed_series(exposition: str) -> dict[str, list[dict[str, str]]]:
+    """Series name -> the label sets of its samples."""
+    series: dict[str, list[dict[str, str]]] = {}
+    for name, labels in _SAMPLE.findall(exposition):
+        series.setdefault(name, []).append(dict(_MATCHER_VALUE.findall(labels)))
+    return series
+
+
+_MATCHER_VALUE = re.compile(r'([A-Za-z_][A-Za-z0-9_]*)="((?:\\.|[^"\\])*)"')
