@@ -41,6 +41,7 @@ DOCKERFILE = DOCKER / "Dockerfile"
 PROMETHEUS = DOCKER / "prometheus"
 GRAFANA = DOCKER / "grafana"
 PROMTOOL = "/usr/bin/promtool"
+HAPROXY = "/usr/sbin/haproxy"
 PRODUCT = ("marketstream", "feeds", "consumers")  # the code that runs in the image
 CONDITIONS = ("service_started", "service_healthy", "service_completed_successfully")
 # set by the image or by Python/Django themselves, not settings of the project
@@ -489,6 +490,32 @@ def test_the_compose_file_holds_together_with_the_project() -> None:
 
 def test_the_proxy_file_is_the_one_the_cluster_suite_runs() -> None:
     assert HAPROXY_CFG == DOCKER / "haproxy.cfg" and HAPROXY_CFG.is_file()
+
+
+def haproxy_check(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """`haproxy -c` of the proxy file in `env` (Debian's HAProxy, as the cluster suite runs it)."""
+    if not Path(HAPROXY).exists():
+        pytest.fail(f"{HAPROXY} is missing: `apt-get install -y haproxy` as root (or `make {HAPROXY}`)")
+    return subprocess.run(
+        [HAPROXY, "-c", "-f", str(HAPROXY_CFG)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env={"PATH": "/usr/sbin:/usr/bin:/bin", **env},
+    )
+
+
+def test_haproxy_accepts_its_file_in_the_proxy_services_environment() -> None:
+    proxy = read_deployment().services["proxy"]
+    run = haproxy_check(environment(proxy))
+    assert run.returncode == 0, run.stdout + run.stderr
+
+
+def test_haproxy_refuses_its_file_without_a_hub_address() -> None:
+    env = environment(read_deployment().services["proxy"])
+    del env["HUB2_ADDR"]
+    run = haproxy_check(env)
+    assert run.returncode != 0 and "'server' expects <name> and <addr>" in run.stdout + run.stderr
 
 
 def test_the_image_is_two_stage_non_root_with_a_healthcheck() -> None:
