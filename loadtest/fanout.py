@@ -175,7 +175,8 @@ def catalog_as(base: str, key: str, timeout: float = 5.0) -> dict[str, dict[str,
 
 
 def hub_metrics(base: str, timeout: float = 30.0) -> dict[str, float]:
-    """The hub's own counters from GET /metrics (``marketstream_*``, without ``_total``); {} if unreadable."""
+    """The hub's own counters from GET /metrics (``marketstream_*``, without ``_total``; a
+    labelled family also under its bare name, summed over its labels); {} if unreadable."""
     try:
         with urlopen(f"{base}/metrics", timeout=timeout) as response:
             text = response.read().decode()
@@ -186,7 +187,11 @@ def hub_metrics(base: str, timeout: float = 30.0) -> dict[str, float]:
         name, _, value = line.partition(" ")
         if name.startswith("marketstream_") and not name.endswith("_created"):
             with contextlib.suppress(ValueError):
-                out[name.removesuffix("_total")] = float(value)
+                bare, brace, labels = name.partition("{")
+                bare = bare.removesuffix("_total")
+                out[bare + brace + labels] = float(value)
+                if brace:
+                    out[bare] = out.get(bare, 0.0) + float(value)
     return out
 
 

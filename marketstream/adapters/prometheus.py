@@ -32,7 +32,15 @@ import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, multiprocess
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+    generate_latest,
+    multiprocess,
+)
 
 from marketstream.adapters.shard_health import ShardHealth
 from marketstream.core.closes import Close
@@ -40,6 +48,10 @@ from marketstream.core.hub import Hub
 from marketstream.core.recovery import REFUSALS
 
 log = logging.getLogger(__name__)
+
+# no `*_created` series: multiprocess mode has none, so one process and several answer alike
+# (and a text-format parser takes them for gauges of their own). Process-wide, for metrics made after.
+disable_created_metrics()
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 # feed `ts` to send, seconds: from well under a millisecond (same host) to a slow client's seconds

@@ -28,6 +28,7 @@ from typing import Any
 from redis import asyncio as aioredis
 
 from loadtest.services import LOOPBACK, Hub, Service, free_port
+from marketstream.core.recovery import REFUSALS
 from tests.support.client import WAIT, Delivery, Frame, StreamClient, assert_seq_increasing, stream
 from tests.support.processes import REDIS_URL, Processes, catalog, http_get, http_json
 
@@ -81,12 +82,13 @@ def epochs_of(hub: Hub) -> dict[str, str]:
     return {e["symbol"]: e["epoch"] for e in body["symbols"]}
 
 
-def metric(hub: Hub, name: str) -> float:
-    """One unlabelled value of the hub's /metrics."""
+def metric(hub: Hub, name: str, **labels: str) -> float:
+    """One value of the hub's /metrics: the sample of `name` with exactly `labels`."""
     status, _, text = http_get(hub.port, "/metrics")
     assert status == 200
-    found = re.search(rf"^{name}(?:_total)? ([0-9.e+-]+)$", text, re.MULTILINE)
-    assert found, f"no metric {name} in /metrics"
+    shown = "{" + ",".join(f'{k}="{v}"' for k, v in labels.items()) + "}" if labels else ""
+    found = re.search(rf"^{name}(?:_total)?{re.escape(shown)} ([0-9.e+-]+)$", text, re.MULTILINE)
+    assert found, f"no metric {name}{shown} in /metrics"
     return float(found.group(1))
 
 
@@ -289,7 +291,8 @@ async def test_recovered_false_cases_get_a_snapshot(procs: Processes, prefix: st
     # history no longer holds the seq after since; from the oldest it holds, it recovers
     refused(await resubscribe("SHALLOW", {"seq": kept_from - 2, "epoch": epochs["SHALLOW"]}, False), "SHALLOW")
     recovered(await resubscribe("SHALLOW", kept_from - 1, True), "SHALLOW", kept_from - 1)
-    assert metric(hub, "marketstream_recoveries_refused") == 5
+    refusals = {r: metric(hub, "marketstream_recoveries_refused", reason=r) for r in REFUSALS}
+    assert refusals == {"epoch": 1, "ahead": 2, "too_many": 1, "too_old": 1, "unavailable": 0}, refusals
 
     # one subscribe, mixed answers: only the refused symbol gets its snapshot
     async with stream(hub.ws_url, "json") as client:

@@ -388,3 +388,28 @@ def test_seq_minus_previous_minus_one_minus_conflated_is_what_was_lost(
             assert cur.seq - prev.seq - 1 - cur.conflated == losses.between(symbol, prev.seq, cur.seq), (
                 f"{symbol}: {prev!r} then {cur!r}"
             )
+
+
+@given(streams(), st.integers(1, 6))
+def test_the_conflated_counter_is_the_sum_of_conflated_on_the_ticks_taken(
+    script: list[tuple[str, str, int, int]], bound: int
+) -> None:
+    """`Outbox.conflated` (marketstream_ticks_conflated_total) counts each superseded tick
+    once: once everything is taken, it equals the sum of `conflated` the ticks carry."""
+    losses = Losses()
+    box = Outbox(bound, losses)
+    received = {"A": 0, "B": 0}
+    delivered: list[EncodedTick] = []
+    for op, symbol, lost, unoffered in script:
+        if op == "take":
+            delivered.extend(box.take_ticks())
+        elif op == "conflate":
+            box.conflate()
+        else:
+            if lost:
+                losses.record(symbol, received[symbol] + 1, received[symbol] + lost)
+                received[symbol] += lost
+            received[symbol] += 1 + (unoffered if op == "latest" else 0)
+            (box.put_latest if op == "latest" else box.put)(t(symbol, received[symbol]))
+    delivered.extend(box.take_ticks())
+    assert box.conflated == sum(x.conflated for x in delivered)

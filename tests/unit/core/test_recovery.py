@@ -10,7 +10,7 @@ from collections.abc import Mapping
 import pytest
 
 from marketstream.core import recovery as recovery_module
-from marketstream.core.recovery import KEEP, HistoryReads, missed
+from marketstream.core.recovery import KEEP, HistoryReads, check, missed
 from marketstream.core.store import History, MemoryStore
 from marketstream.core.tick import EncodedTick
 from tests.unit.core.fakes import draft, tick
@@ -284,3 +284,12 @@ async def test_nothing_kept_does_not_cover_a_request_from_further_back(store: Co
     behind = await reads.tail("A", 2)
     assert [t.seq for t in behind.ticks] == [3, 4, 5] and len(store.calls) == 2, "read, not the empty memory"
     assert (await reads.tail("A", 5)).ticks == []
+
+
+def test_check_says_why_recovery_is_refused() -> None:
+    assert check(history(1, 10), 6, "e0", 100) == (None, "epoch")
+    assert check(history(1, 10), 11, None, 100) == (None, "ahead")
+    assert check(history(1, 10), 4, None, 5) == (None, "too_many")
+    assert check(history(5, 10), 3, None, 100) == (None, "too_old")
+    ticks, why = check(history(1, 10), 6, None, 100)
+    assert seqs(ticks) == [7, 8, 9, 10] and why is None
