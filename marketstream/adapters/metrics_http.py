@@ -17,7 +17,11 @@ REQUEST_TIMEOUT = 5.0  # seconds a client has to send its request head
 
 
 async def serve(render: Callable[[], bytes], host: str, port: int) -> asyncio.Server:
-    """Start answering on `host`:`port`; close the returned server to stop."""
+    """Start answering on `host`:`port`; close the returned server to stop.
+
+    The port is bound with SO_REUSEPORT: each worker of `serve --workers N` binds it (the
+    second would fail otherwise, and uvicorn stop the hub), the kernel hands each scrape to
+    one of them, and any one answers for all (multiprocess mode, adapters/prometheus.py)."""
 
     async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
@@ -35,4 +39,4 @@ async def serve(render: Callable[[], bytes], host: str, port: int) -> asyncio.Se
         finally:
             writer.close()
 
-    return await asyncio.start_server(answer, host, port)
+    return await asyncio.start_server(answer, host, port, reuse_port=True)
