@@ -53,12 +53,13 @@ def metric_names(expr: str) -> set[str]:
 
 def exposed_names(exposition: str) -> set[str]:
     """The series names a scrape of this text can give, from its `# TYPE` lines (so that a labelled
-    family with no series yet counts) and its samples: a counter `x` gives `x_total` and
-    `x_created`, a histogram `x` gives `x_bucket`, `x_sum`, `x_count`, `x_created`."""
+    family with no series yet counts) and its samples: a counter `x` gives `x_total`, a histogram
+    `x` gives `x_bucket`, `x_sum`, `x_count`. (`x_created` only where a sample shows it: the hub
+    and feed turn those series off.)"""
     suffixes = {
-        "counter": ("_total", "_created"),
-        "histogram": ("_bucket", "_sum", "_count", "_created"),
-        "summary": ("", "_sum", "_count", "_created"),
+        "counter": ("_total",),
+        "histogram": ("_bucket", "_sum", "_count"),
+        "summary": ("", "_sum", "_count"),
         "gauge": ("",),
         "untyped": ("",),
     }
