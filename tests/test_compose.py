@@ -156,10 +156,10 @@ def has_healthcheck(service: dict[str, Any]) -> bool:
 
 
 @functools.cache
-def help_text(argv: tuple[str, ...], env: tuple[tuple[str, str], ...]) -> tuple[int, str]:
-    """`argv --help` run here, as the image would run it, in the service's environment."""
+def run_here(argv: tuple[str, ...], env: tuple[tuple[str, str], ...]) -> tuple[int, str]:
+    """`python ARGV` run here, as the image would run it, in the service's environment: (exit code, output)."""
     run = subprocess.run(
-        [sys.executable, *argv, "--help"],
+        [sys.executable, *argv],
         capture_output=True,
         text=True,
         timeout=60,
@@ -176,9 +176,9 @@ def module_exists(module: str) -> bool:
 
 
 def management_commands() -> set[str]:
-    code, text = help_text(("manage.py", "help", "--commands"), ())
+    code, text = run_here(("manage.py", "help", "--commands"), ())
     assert code == 0, text
-    return set(text.split()) - {"--help"}
+    return set(text.split())
 
 
 def command_problems(where: str, argv: list[str], env: dict[str, str]) -> list[str]:
@@ -196,7 +196,7 @@ def command_problems(where: str, argv: list[str], env: dict[str, str]) -> list[s
         program = ("manage.py", argv[2])
     else:
         return [f"{where}: {argv} is neither `python -m MODULE` nor `python manage.py COMMAND`"]
-    code, text = help_text(program, tuple(sorted(env.items())))
+    code, text = run_here((*program, "--help"), tuple(sorted(env.items())))
     if code != 0:
         return [f"{where}: `{' '.join(program)} --help` failed in the service's environment:\n{text[-2000:]}"]
     listed = set(re.findall(r"--[a-z][a-z0-9-]*", text))
