@@ -122,6 +122,7 @@ class Fanout:
         await self._send(dirty[i + 1 :], now)
 
     async def _send(self, conns: Sequence[Connection], now: float) -> None:
+        """Send (or close, or wake) each of `conns`, in order; one failing does not stop the others."""
         timeout = self.slow_client_timeout
         for conn in conns:
             try:
