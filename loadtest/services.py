@@ -189,14 +189,15 @@ def service_env(
     clean: bool = False,
 ) -> dict[str, str]:
     """The environment of a hub or feed process: this process's environment (with `clean`,
-    less every MARKETSTREAM_* variable and REDIS_URL it has), our Django settings, unbuffered
+    less every MARKETSTREAM_* variable, REDIS_URL and PROMETHEUS_MULTIPROC_DIR it has), our Django settings, unbuffered
     output, REDIS_URL and MARKETSTREAM_PREFIX when given, then `extra`.
 
     `redis_url=None` (with `clean`) is the embedded default: in-memory layer, feed in the hub.
     """
     env = dict(os.environ)
     if clean:
-        env = {k: v for k, v in env.items() if not (k.startswith("MARKETSTREAM_") or k == "REDIS_URL")}
+        mine = ("REDIS_URL", "PROMETHEUS_MULTIPROC_DIR")  # a hub of its own writes no metrics into another's
+        env = {k: v for k, v in env.items() if not (k.startswith("MARKETSTREAM_") or k in mine)}
     # as `make run`: anonymous access and open metrics, unless `extra` says otherwise (the key tests do)
     env.setdefault("MARKETSTREAM_ANONYMOUS", "true")
     env.setdefault("MARKETSTREAM_METRICS_PUBLIC", "true")

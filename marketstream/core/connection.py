@@ -209,8 +209,7 @@ class Connection:
 
     async def drain(self, direct: bool = False) -> None:
         """Send what the outbox holds, one frame per call of `send`, in outbox order,
-        counting frames, ticks and bytes sent (and sampling the latency of one tick frame
-        in `Stats.sample_every`).
+        counting frames, ticks and bytes sent.
 
         Returns when the outbox is empty, a request holds the connection, or the peer is
         gone. Runs in the connection's writer task, or with `direct` in the hub's flush
@@ -222,7 +221,6 @@ class Connection:
             return
         outbox = self.outbox
         send = self._send
-        stats = self._stats
         sent = 0
         while outbox and self.close_code is None and self._held == 0:
             if direct and sent and not self.writable():
@@ -230,16 +228,12 @@ class Connection:
                 break
             if outbox.conflations and self.behind_since is None:
                 self.behind_since = self.clock()
-            sample = None
             if outbox.controls:
                 frame = outbox.take_control()
             elif outbox.ticks or outbox.latest:
                 ticks = outbox.take_ticks()
                 frame = self.codec.ticks(ticks)
                 self.ticks_sent += len(ticks)
-                stats.sample_countdown -= 1
-                if stats.sample_countdown <= 0:  # one tick frame in `sample_every`: its latency
-                    sample = ticks[0]
             else:
                 frame = self.codec.bars(outbox.take_bars())
             self.busy_since = self.clock()
@@ -253,8 +247,6 @@ class Connection:
                 self.busy_since = None
             self.frames += 1
             self.bytes_sent += len(frame)
-            if sample is not None:
-                stats.sample_latency(sample)
             sent += 1
         if not outbox:
             outbox.conflations = 0

@@ -3,17 +3,23 @@
 The step per subscriber per tick is `Outbox.put` and a flag: no encoding, no I/O, no
 task. Connections that got ticks are flushed together once per loop turn (or after
 `flush_delay`), directly when their socket takes data at once, else by their writer.
+
+Latency is sampled per flush, not per frame: one flush in `Stats.sample_every` records,
+for one of its connections (at a random place in the flush), the age of the first tick
+it had pending when that connection's frame went out (`Stats.sample_latency`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Iterable
+import random
+from collections.abc import Callable, Iterable, Sequence
 
 from marketstream.core.closes import Close
 from marketstream.core.connection import Connection
 from marketstream.core.outbox import Outbox
+from marketstream.core.stats import Stats
 from marketstream.core.tick import EncodedTick
 
 log = logging.getLogger(__name__)
@@ -24,10 +30,13 @@ Put = Callable[[Outbox, EncodedTick], bool]
 class Fanout:
     """Routes of throttle 0 (symbol -> connections) and the flush of every outbox."""
 
-    def __init__(self, clock: Callable[[], float], flush_delay: float, slow_client_timeout: float) -> None:
+    def __init__(
+        self, clock: Callable[[], float], flush_delay: float, slow_client_timeout: float, stats: Stats | None = None
+    ) -> None:
         self.clock = clock
         self.flush_delay = flush_delay
         self.slow_client_timeout = slow_client_timeout
+        self.stats = stats if stats is not None else Stats()  # the hub's: latency samples
         self.routes: dict[str, set[Connection]] = {}
         self._dirty: list[Connection] = []
         self._scheduled = False
@@ -90,14 +99,32 @@ class Fanout:
     async def _flush(self) -> None:
         """Send the outboxes that got ticks: directly when the socket takes data at once
         (no task switch per frame), else by waking the connection's writer. A client
-        behind for longer than `slow_client_timeout` is closed with 1013 instead."""
+        behind for longer than `slow_client_timeout` is closed with 1013 instead. One
+        flush in `stats.sample_every` samples the latency of one connection's frame."""
         self._scheduled = False
         dirty, self._dirty = self._dirty, []
         for conn in dirty:
             conn.dirty = False
         now = self.clock()
+        stats = self.stats
+        stats.sample_countdown -= 1
+        if stats.sample_countdown > 0 or not dirty:
+            await self._send(dirty, now)
+            return
+        stats.sample_countdown = stats.sample_every
+        i = random.randrange(len(dirty))  # any place in the flush: the later, the older
+        await self._send(dirty[:i], now)
+        probe = dirty[i]
+        tick, sent = probe.outbox.first_tick(), probe.ticks_sent
+        await self._send((probe,), now)
+        if tick is not None and probe.ticks_sent > sent:  # its first ticks frame went out just now
+            stats.sample_latency(tick)
+        await self._send(dirty[i + 1 :], now)
+
+    async def _send(self, conns: Sequence[Connection], now: float) -> None:
+        """Send (or close, or wake) each of `conns`, in order; one failing does not stop the others."""
         timeout = self.slow_client_timeout
-        for conn in dirty:
+        for conn in conns:
             try:
                 if conn.is_behind(now, timeout):
                     conn.close(Close.TRY_AGAIN_LATER, f"behind for more than {timeout:g} s")

@@ -64,7 +64,7 @@ class Hub:
         self.clock = clock  # monotonic seconds; throttle intervals and slow-client timing
         self.stats = Stats()
         self.losses = Losses()
-        self.fanout = Fanout(clock, flush_delay, slow_client_timeout)
+        self.fanout = Fanout(clock, flush_delay, slow_client_timeout, self.stats)
         self.throttle = Throttle(self.fanout, clock)
         self.barfan = BarFan(self.fanout, clock)
         self.inbound = Inbound(store, self._deliver, self._reset, self.losses, self.stats)

@@ -218,6 +218,12 @@ class Outbox:
             self.latest.pop(symbol, None)
         self.discard_bars(gone)
 
+    def first_tick(self) -> EncodedTick | None:
+        """The tick `take_ticks` would return first (the oldest pending), or None."""
+        if self.ticks:
+            return self.ticks[0]
+        return next(iter(self.latest.values()), None)
+
     def take_ticks(self) -> list[EncodedTick]:
         """Remove and return the pending ticks, in an order that keeps seq increasing."""
         ticks = self.ticks

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 from marketstream.core.tick import EncodedTick, now_ns
 
-LATENCY_SAMPLE_EVERY = 64  # one tick frame in this many has its first tick's latency sampled
+LATENCY_SAMPLE_EVERY = 16  # one flush in this many has the latency of one of its frames sampled
 MAX_LATENCY_SAMPLES = 10_000  # samples kept until the metrics adapter takes them; more are dropped
 
 
@@ -37,17 +37,16 @@ class Stats:
     # the edge's counts: handshakes by outcome ("accepted", "refused_*"), error replies by code
     handshakes: Counter[str] = field(default_factory=Counter)
     rejected: Counter[str] = field(default_factory=Counter)
-    # latency sampling (feed `ts` to send): every `sample_every`-th tick frame, its first tick
+    # latency sampling (feed `ts` to send): one flush in `sample_every` (core/fanout.py)
     sample_every: int = LATENCY_SAMPLE_EVERY
     sample_countdown: int = LATENCY_SAMPLE_EVERY
     latency_ns: list[int] = field(default_factory=list)  # taken (and emptied) by the metrics adapter
 
     def sample_latency(self, tick: EncodedTick) -> None:
-        """Record now - `tick`'s `ts` (ns), the tick having just been sent. Called for one
-        tick frame in `sample_every` (its first tick: the oldest of the frame); decodes
-        the tick, which the tick path never does otherwise. A tick without `ts` is skipped;
-        past MAX_LATENCY_SAMPLES untaken samples, new ones are dropped."""
-        self.sample_countdown = self.sample_every
+        """Record now - `tick`'s `ts` (ns), the tick having just been sent (the first of its
+        frame: the oldest). Decodes the tick, which the tick path never does otherwise. A
+        tick without `ts` is skipped; past MAX_LATENCY_SAMPLES untaken samples, new ones
+        are dropped."""
         samples = self.latency_ns
         if len(samples) < MAX_LATENCY_SAMPLES:
             ts = tick.decode().get("ts")

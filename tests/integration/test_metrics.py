@@ -105,9 +105,10 @@ async def test_two_workers_metrics_equal_what_the_clients_received(
         assert metrics["marketstream_ticks_received_total"] == 2 * (600 + len(SYMBOLS))
         assert metrics['marketstream_handshakes_total{outcome="accepted"}'] == len(clients)
         assert metrics["marketstream_bytes_sent_total"] > 0
-        # with MARKETSTREAM_LATENCY_SAMPLE_EVERY=1 every tick frame is sampled
-        assert metrics["marketstream_tick_latency_seconds_count"] == len(tick_frames)
-        assert 0 < metrics["marketstream_tick_latency_seconds_sum"] / len(tick_frames) < 5.0
+        # with MARKETSTREAM_LATENCY_SAMPLE_EVERY=1 every flush samples one of its frames
+        samples = metrics["marketstream_tick_latency_seconds_count"]
+        assert 0 < samples <= len(tick_frames), (samples, len(tick_frames))
+        assert 0 < metrics["marketstream_tick_latency_seconds_sum"] / samples < 5.0
         # the same answer from whichever worker takes the scrape
         for _ in range(5):
             assert scrape(hub.port)["marketstream_ticks_sent_total"] == ticks

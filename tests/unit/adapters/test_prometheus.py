@@ -138,16 +138,18 @@ async def test_conflated_ticks_are_counted_once_as_the_frames_carry_them(rig: Ri
     assert rig.value("marketstream_ticks_conflated_total") == carried
 
 
-async def test_the_latency_of_one_tick_frame_in_sample_every_is_observed(rig: Rig) -> None:
+async def test_one_flush_in_sample_every_has_the_latency_of_one_frame_observed(rig: Rig) -> None:
     rig.hub.stats.sample_every = rig.hub.stats.sample_countdown = 2
     conn, peer, _ = rig.connect()
+    other, _, _ = rig.connect()
     await rig.subscribe(conn)
-    for _ in range(6):  # one tick per frame: each flush sends one frame
+    await rig.subscribe(other)
+    for _ in range(6):  # each tick: one flush, one frame per connection
         await rig.feed("AAPL", 1)
     frames = [f for f in peer.frames if f["type"] == "ticks"]
     assert len(frames) == 6
     rig.metrics.sync()
-    assert rig.value("marketstream_tick_latency_seconds_count") == 3
+    assert rig.value("marketstream_tick_latency_seconds_count") == 3, "one frame of one flush in two"
     assert rig.hub.stats.latency_ns == [], "the samples were taken by the sync"
     rig.metrics.sync()
     assert rig.value("marketstream_tick_latency_seconds_count") == 3
