@@ -193,7 +193,7 @@ def rates(scrapes: list[Scrape], name: str, window: int = 4, **labels: str) -> t
     return xs, ys
 
 
-def quantile_series(scrapes: list[Scrape], q: float, window: int = 4) -> tuple[list[float], list[float]]:
+def quantile_series(scrapes: list[Scrape], q: float, window: int = 6) -> tuple[list[float], list[float]]:
     """histogram_quantile(q) of the latency over `window` scrapes, in ms (linear in a bucket)."""
     name = "marketstream_tick_latency_seconds_bucket"
     xs, ys = [], []

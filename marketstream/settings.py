@@ -154,8 +154,8 @@ MARKETSTREAM: dict[str, Any] = {
     "METRICS_PUBLIC": env_bool("MARKETSTREAM_METRICS_PUBLIC", False),
     # seconds between syncs of the hub's counters into its Prometheus metrics (a scrape also syncs)
     "METRICS_SYNC_S": env_float("MARKETSTREAM_METRICS_SYNC_S", 1.0),
-    # one flush in this many has the latency of one of its frames sampled (feed ts to send)
-    "LATENCY_SAMPLE_EVERY": env_int("MARKETSTREAM_LATENCY_SAMPLE_EVERY", 16),
+    # about one frame in this many (of the connections a flush sends to) has its latency sampled (feed ts to send)
+    "LATENCY_SAMPLE_EVERY": env_int("MARKETSTREAM_LATENCY_SAMPLE_EVERY", 64),
     # `manage.py runfeed`: serve the feed's /metrics on this port (0: none; --metrics-port overrides)
     "FEED_METRICS_PORT": env_int("MARKETSTREAM_FEED_METRICS_PORT", 0),
     # seconds a hub keeps the subscriptions of a shard that is down before ending them (`unsubscribed`, `unavailable`)

@@ -4,9 +4,9 @@ The step per subscriber per tick is `Outbox.put` and a flag: no encoding, no I/O
 task. Connections that got ticks are flushed together once per loop turn (or after
 `flush_delay`), directly when their socket takes data at once, else by their writer.
 
-Latency is sampled per flush, not per frame: one flush in `Stats.sample_every` records,
-for one of its connections (at a random place in the flush), the age of the first tick
-it had pending when that connection's frame went out (`Stats.sample_latency`).
+Latency is sampled per flush, not per frame: a countdown of the connections flushed picks
+about one in `Stats.sample_every` of them (at random places in their flush) and records
+the age of the first tick each had pending when its frame went out (`Stats.sample_latency`).
 """
 
 from __future__ import annotations
@@ -99,27 +99,37 @@ class Fanout:
     async def _flush(self) -> None:
         """Send the outboxes that got ticks: directly when the socket takes data at once
         (no task switch per frame), else by waking the connection's writer. A client
-        behind for longer than `slow_client_timeout` is closed with 1013 instead. One
-        flush in `stats.sample_every` samples the latency of one connection's frame."""
+        behind for longer than `slow_client_timeout` is closed with 1013 instead. About one
+        connection in `stats.sample_every` has the latency of its frame sampled."""
         self._scheduled = False
         dirty, self._dirty = self._dirty, []
         for conn in dirty:
             conn.dirty = False
         now = self.clock()
         stats = self.stats
-        stats.sample_countdown -= 1
-        if stats.sample_countdown > 0 or not dirty:
+        stats.sample_countdown -= len(dirty)
+        if stats.sample_countdown > 0:
             await self._send(dirty, now)
             return
-        stats.sample_countdown = stats.sample_every
-        i = random.randrange(len(dirty))  # any place in the flush: the later, the older
-        await self._send(dirty[:i], now)
-        probe = dirty[i]
-        tick, sent = probe.outbox.first_tick(), probe.ticks_sent
-        await self._send((probe,), now)
-        if tick is not None and probe.ticks_sent > sent:  # its first ticks frame went out just now
-            stats.sample_latency(tick)
-        await self._send(dirty[i + 1 :], now)
+        # about one connection in `sample_every` of those flushed (one frame in N): k of this
+        # flush's, at random places (the later in the flush, the older its ticks)
+        every = stats.sample_every
+        k = 1 + (-stats.sample_countdown) // every
+        stats.sample_countdown += k * every
+        start = 0
+        for i in sorted(random.sample(range(len(dirty)), min(k, len(dirty)))):
+            await self._send(dirty[start:i], now)
+            await self._probe(dirty[i], now)
+            start = i + 1
+        await self._send(dirty[start:], now)
+
+    async def _probe(self, conn: Connection, now: float) -> None:
+        """Send to `conn` as `_send` does, and sample the latency of its first pending tick
+        if the frame carrying it went out now."""
+        tick, sent = conn.outbox.first_tick(), conn.ticks_sent
+        await self._send((conn,), now)
+        if tick is not None and conn.ticks_sent > sent:
+            self.stats.sample_latency(tick)
 
     async def _send(self, conns: Sequence[Connection], now: float) -> None:
         """Send (or close, or wake) each of `conns`, in order; one failing does not stop the others."""

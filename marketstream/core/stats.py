@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 from marketstream.core.tick import EncodedTick, now_ns
 
-LATENCY_SAMPLE_EVERY = 16  # one flush in this many has the latency of one of its frames sampled
+LATENCY_SAMPLE_EVERY = 64  # about one frame in this many (connections flushed) has its latency sampled
 MAX_LATENCY_SAMPLES = 10_000  # samples kept until the metrics adapter takes them; more are dropped
 
 
@@ -37,7 +37,7 @@ class Stats:
     # the edge's counts: handshakes by outcome ("accepted", "refused_*"), error replies by code
     handshakes: Counter[str] = field(default_factory=Counter)
     rejected: Counter[str] = field(default_factory=Counter)
-    # latency sampling (feed `ts` to send): one flush in `sample_every` (core/fanout.py)
+    # latency sampling (feed `ts` to send): about one connection flushed in `sample_every` (core/fanout.py)
     sample_every: int = LATENCY_SAMPLE_EVERY
     sample_countdown: int = LATENCY_SAMPLE_EVERY
     latency_ns: list[int] = field(default_factory=list)  # taken (and emptied) by the metrics adapter

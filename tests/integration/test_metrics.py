@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import re
 import shutil
+import signal
 import time
 from pathlib import Path
 
@@ -119,3 +121,26 @@ async def test_two_workers_metrics_equal_what_the_clients_received(
         assert time.monotonic() < deadline, "marketstream_connections stays above 0 with no client"
         await asyncio.sleep(SYNC_S)
     assert scrape(hub.port)["marketstream_frames_sent_total"] == frames, "a closed connection's counts stay"
+
+
+async def test_a_dead_workers_connections_leave_the_gauge_and_its_counts_stay(
+    procs: Processes, prefix: str, tmp_path: Path
+) -> None:
+    env = service_env(REDIS_URL, prefix, {"MARKETSTREAM_METRICS_SYNC_S": str(SYNC_S)}, clean=True)
+    hub = procs.add(start_hub(free_port(), 2, env, procs.log_dir))
+    wait_healthy(hub)
+    found = re.search(r"summed through (\S+) \(PROMETHEUS_MULTIPROC_DIR\)", hub.log())
+    assert found, hub.log()
+    directory = Path(found.group(1))
+    async with contextlib.AsyncExitStack() as stack:
+        for _ in range(8):
+            await stack.enter_async_context(stream(hub.ws_url, "msgpack"))
+        await asyncio.sleep(SYNC_S * 3)
+        assert scrape(hub.port)["marketstream_connections"] == 8
+        victim, held = max(per_worker_connections(directory, tmp_path).items(), key=lambda item: item[1])
+        os.kill(victim, signal.SIGKILL)  # uvicorn starts another worker in its place
+        deadline = time.monotonic() + 15
+        while (metrics := scrape(hub.port))["marketstream_connections"] != 8 - held:
+            assert time.monotonic() < deadline, f"still {metrics['marketstream_connections']} connections"
+            await asyncio.sleep(SYNC_S)
+        assert metrics['marketstream_handshakes_total{outcome="accepted"}'] == 8, "the dead worker's counts stay"

@@ -138,21 +138,29 @@ async def test_conflated_ticks_are_counted_once_as_the_frames_carry_them(rig: Ri
     assert rig.value("marketstream_ticks_conflated_total") == carried
 
 
-async def test_one_flush_in_sample_every_has_the_latency_of_one_frame_observed(rig: Rig) -> None:
-    rig.hub.stats.sample_every = rig.hub.stats.sample_countdown = 2
-    conn, peer, _ = rig.connect()
-    other, _, _ = rig.connect()
-    await rig.subscribe(conn)
-    await rig.subscribe(other)
-    for _ in range(6):  # each tick: one flush, one frame per connection
+async def test_about_one_connection_flushed_in_sample_every_has_its_latency_observed(rig: Rig) -> None:
+    rig.hub.stats.sample_every = rig.hub.stats.sample_countdown = 3
+    conns = [rig.connect() for _ in range(2)]
+    for conn, _, _ in conns:
+        await rig.subscribe(conn)
+    for _ in range(6):  # each tick: one flush, one frame to each of the two connections
         await rig.feed("AAPL", 1)
-    frames = [f for f in peer.frames if f["type"] == "ticks"]
-    assert len(frames) == 6
+    frames = sum(1 for _, peer, _ in conns for f in peer.frames if f["type"] == "ticks")
+    assert frames == 12
     rig.metrics.sync()
-    assert rig.value("marketstream_tick_latency_seconds_count") == 3, "one frame of one flush in two"
+    assert rig.value("marketstream_tick_latency_seconds_count") == 4, "12 frames, one in 3"
     assert rig.hub.stats.latency_ns == [], "the samples were taken by the sync"
     rig.metrics.sync()
-    assert rig.value("marketstream_tick_latency_seconds_count") == 3
+    assert rig.value("marketstream_tick_latency_seconds_count") == 4
+
+
+async def test_a_large_flush_takes_several_samples(rig: Rig) -> None:
+    rig.hub.stats.sample_every = rig.hub.stats.sample_countdown = 2
+    conns = [rig.connect() for _ in range(10)]
+    for conn, _, _ in conns:
+        await rig.subscribe(conn)
+    await rig.feed("AAPL", 1)  # one flush of ten frames
+    assert len(rig.hub.stats.latency_ns) == 5
 
 
 async def test_labelled_families_are_shown_from_the_start_and_follow_their_counts(rig: Rig) -> None:
