@@ -25,9 +25,10 @@ from consumers.gate import Credentials, Denied, Gate
 from consumers.grants import Grant
 from marketstream.core.closes import Close
 from marketstream.core.codec import CODEC, CODECS, SUBPROTOCOLS, BadFrame, CodecName, decode_request
-from marketstream.core.connection import Connection
+from marketstream.core.connection import Connection, Write
 from marketstream.core.hub import Hub
 from marketstream.core.requests import RateLimiter, RequestError, parse, request_id
+from marketstream.core.writer import RAW_SEND
 
 log = logging.getLogger(__name__)
 
@@ -111,7 +112,8 @@ class StreamConsumer(AsyncWebsocketConsumer):
             writable = lambda: buffered() == 0  # noqa: E731
         codec = CODEC[codec_name]
         send = self._send_bytes if codec.binary else self._send_text
-        self.conn = hub.connect(codec, send, self._closer, writable, session, grant.limits, grant.entitlement)
+        write = self._raw_writer()
+        self.conn = hub.connect(codec, send, self._closer, writable, session, grant.limits, grant.entitlement, write)
         gate.attach(grant, self.conn, session)
         self._leased = None
         self.rate = RateLimiter(self.conn.limits.max_requests_per_s)
@@ -131,6 +133,15 @@ class StreamConsumer(AsyncWebsocketConsumer):
 
     async def _send_text(self, frame: bytes) -> None:
         await self.base_send({"type": "websocket.send", "text": frame.decode()})
+
+    def _raw_writer(self) -> Write | None:
+        """The server's raw-frame writer (`RAW_SEND`, offered by marketstream.serve's
+        protocol), unless MARKETSTREAM_RAW_SEND is off; None: frames go through `send`."""
+        if not settings.MARKETSTREAM["RAW_SEND"]:
+            return None
+        offered = self.scope.get("extensions", {}).get(RAW_SEND)
+        write = offered.get("write") if isinstance(offered, dict) else None
+        return cast(Write, write) if callable(write) else None
 
     def _transport(self) -> asyncio.Transport | None:
         """The TCP transport under uvicorn's send, where the server exposes it (uvicorn does;

@@ -3,6 +3,10 @@
 The step per subscriber per tick is `Outbox.put` and a flag: no encoding, no I/O, no
 task. Connections that got ticks are flushed together once per loop turn (or after
 `flush_delay`), directly when their socket takes data at once, else by their writer.
+A flush round writes with the connections' raw writers synchronously, in the loop
+callback itself (no task); only connections without one need a task to await `send`.
+Fairness: each round starts 1/FAIR_STEPS of the way further along the list, so a
+connection written last in one round is not last in the next.
 """
 
 from __future__ import annotations
@@ -15,8 +19,11 @@ from marketstream.core.closes import Close
 from marketstream.core.connection import Connection
 from marketstream.core.outbox import Outbox
 from marketstream.core.tick import EncodedTick
+from marketstream.core.writer import FrameWriter
 
 log = logging.getLogger(__name__)
+
+FAIR_STEPS = 16  # a flush round starts 1/16 of its connections further on than the previous one
 
 Put = Callable[[Outbox, EncodedTick], bool]
 
@@ -32,6 +39,8 @@ class Fanout:
         self._dirty: list[Connection] = []
         self._scheduled = False
         self._flushing: set[asyncio.Task[None]] = set()
+        self._round = 0
+        self.frames = FrameWriter()
 
     def route(self, conn: Connection, symbol: str) -> None:
         self.routes.setdefault(symbol, set()).add(conn)
@@ -83,25 +92,59 @@ class Fanout:
             task.cancel()
 
     def _start_flush(self) -> None:
-        task = asyncio.get_running_loop().create_task(self._flush())
-        self._flushing.add(task)  # keep a reference until it is done
-        task.add_done_callback(self._flushing.discard)
+        later = self._flush_round()
+        if later:
+            task = asyncio.get_running_loop().create_task(self._drain_direct(later))
+            self._flushing.add(task)  # keep a reference until it is done
+            task.add_done_callback(self._flushing.discard)
 
     async def _flush(self) -> None:
-        """Send the outboxes that got ticks: directly when the socket takes data at once
-        (no task switch per frame), else by waking the connection's writer. A client
-        behind for longer than `slow_client_timeout` is closed with 1013 instead."""
+        """One whole flush round, awaited (tests)."""
+        later = self._flush_round()
+        if later:
+            await self._drain_direct(later)
+
+    def _flush_round(self) -> list[Connection]:
+        """Send the outboxes that got ticks: written at once with the raw writer when the
+        socket takes data at once, else by waking the connection's writer. A client
+        behind for longer than `slow_client_timeout` is closed with 1013 instead.
+        Returns the ready connections without a raw writer, for `_drain_direct`."""
         self._scheduled = False
         dirty, self._dirty = self._dirty, []
+        n = len(dirty)
+        if n > 1:
+            self._round += 1
+            start = (self._round % FAIR_STEPS) * n // FAIR_STEPS
+            if start:
+                dirty = dirty[start:] + dirty[:start]
         for conn in dirty:
             conn.dirty = False
         now = self.clock()
         timeout = self.slow_client_timeout
+        frames = self.frames
+        frames.new_round()
+        later: list[Connection] = []
         for conn in dirty:
             try:
                 if conn.is_behind(now, timeout):
                     conn.close(Close.TRY_AGAIN_LATER, f"behind for more than {timeout:g} s")
                 elif conn.ready():
+                    if conn.write is not None:
+                        conn.write_now(frames)
+                    else:
+                        later.append(conn)
+                else:
+                    conn.wake()
+            except Exception:
+                log.exception("hub: flushing connection %s failed", conn.session)
+        frames.new_round()
+        return later
+
+    async def _drain_direct(self, conns: list[Connection]) -> None:
+        """The rest of a flush round: connections sent through their async `send`."""
+        for conn in conns:
+            try:
+                if conn.ready():
                     await conn.drain(direct=True)
                 else:
                     conn.wake()
