@@ -64,6 +64,19 @@ class StreamConsumer(AsyncWebsocketConsumer):
     _disconnected = False
     _leased: tuple[Grant, str] | None = None
 
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        """Channels' `AsyncConsumer.__call__` without a channel layer and without
+        `await_many_dispatch`, which keeps a task and `asyncio.wait`'s futures per
+        connection for a single receive: one message at a time, in order, as there."""
+        self.scope = scope
+        self.channel_layer = None
+        self.base_send = send
+        try:
+            while True:
+                await self.dispatch(await receive())
+        except StopConsumer:
+            pass
+
     async def dispatch(self, message: dict[str, Any]) -> None:
         # Channels >= 4.2 wraps every handler in aclose_old_connections(), a thread hop
         # for database connections that this consumer never uses.
@@ -101,6 +114,9 @@ class StreamConsumer(AsyncWebsocketConsumer):
         if refusal is None:
             self._leased = (grant, session)  # given back by the disconnect if it comes before `attach`
         await self.accept(subprotocol)
+        headers = self.scope.get("headers")
+        if isinstance(headers, list):  # read by nothing after the handshake; shared by the scope's copies
+            headers.clear()
         if refusal is not None:  # PROTOCOL.md: accepted, then closed with the reason
             self._closer(*refusal)
             return

@@ -195,7 +195,15 @@ class Connection:
             return
         task = self._writer
         if task is None or task.done():
-            self._writer = asyncio.get_running_loop().create_task(self.drain())
+            self._writer = asyncio.get_running_loop().create_task(self._write_out())
+
+    async def _write_out(self) -> None:
+        """The writer task: `drain`, then let go of the task (an idle connection holds none)."""
+        try:
+            await self.drain()
+        finally:
+            if self._writer is asyncio.current_task():
+                self._writer = None
 
     def reset(self, symbol: str, epoch: str) -> None:
         """`symbol`'s seq restarted in a new epoch: drop its pending ticks, accept its seq
