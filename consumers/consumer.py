@@ -74,6 +74,10 @@ class StreamConsumer(AsyncWebsocketConsumer):
         try:
             while True:
                 await self.dispatch(await receive())
+                # a turn of the loop between messages, as Channels' loop gives: the replies
+                # of this message are written before the next one is handled (a flood's
+                # `rate_limited` errors leave before its 1008 close)
+                await asyncio.sleep(0)
         except StopConsumer:
             pass
 
