@@ -22,7 +22,8 @@ pinned range in pyproject.toml): `handle_connect` builds `self.scope` with an
 ``extensions`` dict before the ASGI task runs, `self.response` is read only by the
 ``websocket.accept`` send, and `close_sent`, `disconnected`, `writable` (an
 `asyncio.Event` cleared by `pause_writing`), `transport` and `conn` (websockets'
-`ServerProtocol`) mean what they mean in 0.54; `queue` is used through `put_nowait`,
+`ServerProtocol`, whose `close_rcvd` and `close_sent` say that the closing handshake
+began) mean what they mean in 0.54; `queue` is used through `put_nowait`,
 `get` and `empty` only, by one reader (the app's `receive`), and `writable` through
 `set`, `clear` and `wait` only.
 """
@@ -34,11 +35,8 @@ from typing import Any
 
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 from websockets.http11 import Request
-from websockets.protocol import State
 
 from marketstream.core.writer import RAW_SEND
-
-OPEN = State.OPEN
 
 
 class Inbox:
@@ -112,7 +110,7 @@ class RawSendProtocol(WebSocketsSansIOProtocol):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.queue = Inbox()  # type: ignore[assignment]
-        self.writable = Flag(True)  # type: ignore[assignment]
+        self.writable = self._flag = Flag(True)  # type: ignore[assignment]
 
     def handle_connect(self, event: Request) -> None:
         super().handle_connect(event)
@@ -133,7 +131,8 @@ class RawSendProtocol(WebSocketsSansIOProtocol):
         """Write one already-framed frame at once. False (nothing written) when the
         WebSocket is not open for data (a close frame sent or received, the peer gone)
         or the transport paused writing (its buffer is above the high-water mark)."""
-        if self.close_sent or self.disconnected or self.conn.state is not OPEN or not self.writable.is_set():
+        conn = self.conn
+        if self.close_sent or self.disconnected or conn.close_rcvd or conn.close_sent or not self._flag._set:
             return False
         self.transport.write(frame)
         return True

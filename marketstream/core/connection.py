@@ -219,9 +219,13 @@ class Connection:
         return self.busy_since is not None and now - self.busy_since > timeout
 
     def ready(self) -> bool:
-        """True when `drain()` can run now without waiting: not held, not already
-        sending, and the socket takes data at once (its write buffer is empty)."""
-        return not self._held and self.busy_since is None and self.close_code is None and self.writable()
+        """True when the flush can send now without waiting: not held, not already
+        sending, and, without a raw writer, the socket takes data at once (its write
+        buffer is empty). A raw writer says for itself, per frame, when the transport
+        does not take more (`write_now`)."""
+        if self._held or self.busy_since is not None or self.close_code is not None:
+            return False
+        return self.write is not None or self.writable()
 
     def _next_frame(self) -> tuple[bytes, list[EncodedTick] | None]:
         """Take the next frame's worth out of the outbox: a control frame first, then the
@@ -240,23 +244,22 @@ class Connection:
 
     def write_now(self, frames: FrameWriter) -> None:
         """Write what the outbox holds with the raw writer, one frame per call, in outbox
-        order, while the socket takes data at once; wake the writer task for the rest.
+        order, while the transport takes them; wake the writer task for the rest.
 
         Only after `ready()` and only with a raw writer (`write`). Synchronous: no frame
-        of this connection is in flight in between. When the raw writer refuses a frame
-        (the WebSocket is closing or gone, or its transport paused writing), that frame
-        goes first in line to the writer task, which sends it through `send` (and finds
-        out, as `drain` does, when the peer is gone).
+        of this connection is in flight in between. The transport may buffer a frame
+        that the socket does not take at once (up to its high-water mark: no wait, and
+        several frames leave in one system call later). When the raw writer refuses a
+        frame (the transport paused writing, or the WebSocket is closing or gone), that
+        frame goes first in line to the writer task, which sends it through `send`: it
+        waits there like any send (a slow client is then `busy_since`, and closed with
+        1013 past the timeout), or finds out, as `drain` does, that the peer is gone.
         """
         write = self.write
         assert write is not None
         outbox = self.outbox
         binary = self.codec.binary
-        sent = 0
         while outbox and self.close_code is None and self._held == 0:
-            if sent and not self.writable():
-                self.wake()
-                break
             payload, ticks = self._next_frame()
             data = frames.ticks(self.codec, ticks) if ticks is not None else frame(payload, binary)
             if not write(data):  # closing, gone or paused: `send` knows which (it raises when gone)
@@ -264,7 +267,6 @@ class Connection:
                 self.wake()
                 return
             self.frames += 1
-            sent += 1
         if not outbox:
             outbox.conflations = 0
             self.behind_since = None

@@ -66,6 +66,12 @@ def test_the_parts_of_uvicorn_it_relies_on_are_there() -> None:
     assert "self.writable.clear()" in inspect.getsource(WebSocketsSansIOProtocol.pause_writing)
     assert "self.writable.set()" in inspect.getsource(WebSocketsSansIOProtocol.resume_writing)
     assert "self.disconnected = True" in inspect.getsource(WebSocketsSansIOProtocol.connection_lost)
+    # websockets records the closing handshake's frames in close_rcvd / close_sent
+    from websockets.server import ServerProtocol
+
+    sans_io = ServerProtocol()
+    assert sans_io.close_rcvd is None and sans_io.close_sent is None
+    assert "self.close_rcvd = " in inspect.getsource(type(sans_io).__mro__[1])
     # a close frame sent by the app sets close_sent
     assert "self.close_sent = True" in inspect.getsource(WebSocketsSansIOProtocol.send)
 
@@ -79,6 +85,7 @@ class App:
         self.protocol: Any = None
         self.results: list[bool] = []
         self.closed = asyncio.Event()
+        self.after_close: bool | None = None
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         assert (await receive())["type"] == "websocket.connect"
@@ -89,6 +96,7 @@ class App:
         while True:
             message = await receive()
             if message["type"] == "websocket.disconnect":
+                self.after_close = self.write(frame(b"gone", True)) if self.write else None
                 self.closed.set()
                 return
             op = message.get("text")
@@ -161,6 +169,15 @@ async def test_no_raw_write_after_the_close_frame(served: tuple[App, str]) -> No
     assert closed.value.rcvd is not None and closed.value.rcvd.code == 4000
     await asyncio.wait_for(app.closed.wait(), 5)
     assert app.results == [False]
+
+
+async def test_no_raw_write_after_the_peer_closed(served: tuple[App, str]) -> None:
+    app, url = served
+    async with connect(url, compression=None) as ws:
+        await ws.send("paused")
+        await asyncio.wait_for(ws.recv(), 5)
+    await asyncio.wait_for(app.closed.wait(), 5)
+    assert app.after_close is False
 
 
 async def test_the_request_and_response_are_let_go_after_the_handshake(served: tuple[App, str]) -> None:

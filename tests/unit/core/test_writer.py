@@ -104,19 +104,19 @@ def test_json_frames_are_text_frames() -> None:
     assert [x["seq"] for x in orjson.loads(payload)["ticks"]] == [7, 8]
 
 
-async def test_write_now_sends_replies_before_ticks_and_stops_when_the_socket_is_full() -> None:
+async def test_write_now_sends_replies_before_ticks_and_leaves_the_rest_to_send_once_refused() -> None:
     peer = RawPeer()
     conn = raw_connection(peer)
     conn.reply({"type": "ack", "id": 1})
     conn.outbox.put(tick("AAPL", 1))
-    calls = 0
+    write = peer.write
 
-    def writable() -> bool:
-        nonlocal calls
-        calls += 1
-        return calls == 1  # the socket takes one frame, then its buffer is not empty
+    def once(data: bytes) -> bool:  # the transport takes one frame, then pauses writing
+        peer.refuse = bool(peer.written)
+        return write(data)
 
-    conn.writable = writable
+    conn.write = once
+    peer.is_writable = False  # the socket's buffer is not empty: a raw writer does not ask
     assert conn.ready()
     conn.write_now(FrameWriter())
     assert peer.types() == ["ack"]
