@@ -53,10 +53,33 @@ class Fanout:
                 del self.routes[symbol]
 
     def deliver(self, tick: EncodedTick) -> None:
-        """Put `tick` into the outbox of every unthrottled subscriber of its symbol."""
+        """Put `tick` into the outbox of every unthrottled subscriber of its symbol.
+
+        The step per subscriber per tick, so its common case is inlined: the tick is the
+        next seq of its symbol on that connection, nothing of the symbol waits in `latest`
+        and the outbox has room; that is exactly what `Outbox.put` does then (append, and
+        the seq remembered). Anything else goes through `Outbox.put`.
+        """
         subscribers = self.routes.get(tick.symbol)
-        if subscribers:
-            self.put(subscribers, tick)
+        if not subscribers:
+            return
+        symbol = tick.symbol
+        previous = tick.seq - 1
+        dirty = self._dirty
+        for conn in subscribers:
+            outbox = conn.outbox
+            last_seq = outbox.last_seq
+            ticks = outbox.ticks
+            if last_seq.get(symbol) == previous and not outbox.latest and len(ticks) < outbox.max_ticks:
+                last_seq[symbol] = previous + 1
+                ticks.append(tick)
+            elif not outbox.put(tick):
+                continue
+            if not conn.dirty:
+                conn.dirty = True
+                dirty.append(conn)
+        if dirty and not self._scheduled:
+            self._schedule()
 
     def put(self, targets: Iterable[Connection], tick: EncodedTick, put: Put = Outbox.put) -> None:
         """Put `tick` into each target's outbox with `put` (`Outbox.put` or `put_latest`)
