@@ -8,7 +8,8 @@ them open. The hub dumps a tracemalloc snapshot (after a `gc.collect()`) on SIGU
 after ``--warmup`` connections were opened and closed, once with every connection open.
 Prints the difference per connection, by file (and with ``--lines``, by line), and the
 RSS growth per connection. ``--pythonpath DIR`` runs the hub and feed from another tree
-(the "before" of a change). tracemalloc slows the hub: handshakes take a few times longer.
+(the "before" of a change; the hub's own modules are checked to come from there).
+tracemalloc slows the hub: handshakes take a few times longer.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import multiprocessing
 import os
 import random
 import signal
+import subprocess
 import sys
 import tempfile
 import time
@@ -34,7 +36,7 @@ import psutil
 from loadtest.asyncws import OP_BINARY, OP_PING, OP_PONG, OP_TEXT, FrameParser, check_response, frame, handshake_request
 from loadtest.catalog import fetch_catalog, healthy
 from loadtest.clients import raise_nofile
-from loadtest.services import LOOPBACK, delete_prefix, free_port, hub_env, spawn, start_feed, wait_until
+from loadtest.services import LOOPBACK, ROOT, Service, delete_prefix, feed_argv, free_port, hub_env, wait_until
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
 HUB = r"""
@@ -46,6 +48,8 @@ def dump(signum, frame):
     tracemalloc.take_snapshot().dump(f"{os.environ['IDLEMEM_DUMP']}.{len(dumps)}")
     dumps.append(1)
 signal.signal(signal.SIGUSR1, dump)
+import marketstream
+print("idlemem: marketstream from", marketstream.__file__, flush=True)
 from marketstream.serve import main
 main(["--port", sys.argv[1], "--log-level", "warning"])
 """
@@ -153,6 +157,18 @@ def snapshot(pid: int, path: Path, index: int) -> tracemalloc.Snapshot:
     return tracemalloc.Snapshot.load(str(target))
 
 
+def start(name: str, argv: list[str], env: dict[str, str], tree: Path, logs: Path) -> Service:
+    """`argv` in its own session, in `tree` (the hub's code comes from there: ``-c`` and
+    ``manage.py`` put the working directory first on sys.path), output to a log."""
+    log_path = logs / f"{name}.log"
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(
+            argv, cwd=tree, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )  # fmt: skip
+    return Service(name, process, log_path)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m loadtest.idlemem", description=__doc__.split("\n")[0])
     p.add_argument("--connections", type=int, default=10_000)
@@ -175,12 +191,15 @@ def main(argv: list[str] | None = None) -> int:
     port = free_port()
     services = []
     try:
-        feed = start_feed(200, 10, env, logs)
+        tree = Path(args.pythonpath or ROOT)
+        feed = start("feed", feed_argv(200, 10), env, tree, logs)
         services.append(feed)
-        hub = spawn("hub", [sys.executable, "-c", HUB, str(port)], env, logs)
+        hub = start("hub", [sys.executable, "-c", HUB, str(port)], env, tree, logs)
         services.append(hub)
         base = f"http://{LOOPBACK}:{port}"
         wait_until(lambda: healthy(base), 60.0, hub, "the hub's /healthz")
+        origin = f"marketstream from {tree.resolve()}/marketstream/__init__.py"
+        assert origin in hub.log(), f"the hub's code is not from {tree}: {hub.log()[:300]}"
         wait_until(lambda: len(fetch_catalog(base)) >= 200, 60.0, feed, "the feed's symbols")
         symbols = sorted(fetch_catalog(base))[:200]
         rng = random.Random(1)
