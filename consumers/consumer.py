@@ -25,9 +25,10 @@ from consumers.gate import Credentials, Denied, Gate
 from consumers.grants import Grant
 from marketstream.core.closes import Close
 from marketstream.core.codec import CODEC, CODECS, SUBPROTOCOLS, BadFrame, CodecName, decode_request
-from marketstream.core.connection import Connection
+from marketstream.core.connection import Connection, Write
 from marketstream.core.hub import Hub
 from marketstream.core.requests import RateLimiter, RequestError, parse, request_id
+from marketstream.core.writer import RAW_SEND
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +73,23 @@ class StreamConsumer(AsyncWebsocketConsumer):
     _disconnected = False
     _leased: tuple[Grant, str] | None = None
 
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        """Channels' `AsyncConsumer.__call__` without a channel layer and without
+        `await_many_dispatch`, which keeps a task and `asyncio.wait`'s futures per
+        connection for a single receive: one message at a time, in order, as there."""
+        self.scope = scope
+        self.channel_layer = None
+        self.base_send = send
+        try:
+            while True:
+                await self.dispatch(await receive())
+                # a turn of the loop between messages, as Channels' loop gives: the replies
+                # of this message are written before the next one is handled (a flood's
+                # `rate_limited` errors leave before its 1008 close)
+                await asyncio.sleep(0)
+        except StopConsumer:
+            pass
+
     async def dispatch(self, message: dict[str, Any]) -> None:
         # Channels >= 4.2 wraps every handler in aclose_old_connections(), a thread hop
         # for database connections that this consumer never uses.
@@ -113,6 +131,9 @@ class StreamConsumer(AsyncWebsocketConsumer):
         if refusal is None:
             self._leased = (grant, session)  # given back by the disconnect if it comes before `attach`
         await self.accept(subprotocol)
+        headers = self.scope.get("headers")
+        if isinstance(headers, list):  # read by nothing after the handshake; shared by the scope's copies
+            headers.clear()
         if refusal is not None:  # PROTOCOL.md: accepted, then closed with the reason
             handshakes["refused_key_limit" if refusal[0] == Close.KEY_OVER_LIMIT else "refused_try_again"] += 1
             self._closer(*refusal)
@@ -126,7 +147,8 @@ class StreamConsumer(AsyncWebsocketConsumer):
             writable = lambda: buffered() == 0  # noqa: E731
         codec = CODEC[codec_name]
         send = self._send_bytes if codec.binary else self._send_text
-        self.conn = hub.connect(codec, send, self._closer, writable, session, grant.limits, grant.entitlement)
+        write = self._raw_writer()
+        self.conn = hub.connect(codec, send, self._closer, writable, session, grant.limits, grant.entitlement, write)
         gate.attach(grant, self.conn, session)
         self._leased = None
         self.rate = RateLimiter(self.conn.limits.max_requests_per_s)
@@ -146,6 +168,15 @@ class StreamConsumer(AsyncWebsocketConsumer):
 
     async def _send_text(self, frame: bytes) -> None:
         await self.base_send({"type": "websocket.send", "text": frame.decode()})
+
+    def _raw_writer(self) -> Write | None:
+        """The server's raw-frame writer (`RAW_SEND`, offered by marketstream.serve's
+        protocol), unless MARKETSTREAM_RAW_SEND is off; None: frames go through `send`."""
+        if not settings.MARKETSTREAM["RAW_SEND"]:
+            return None
+        offered = self.scope.get("extensions", {}).get(RAW_SEND)
+        write = offered.get("write") if isinstance(offered, dict) else None
+        return cast(Write, write) if callable(write) else None
 
     def _transport(self) -> asyncio.Transport | None:
         """The TCP transport under uvicorn's send, where the server exposes it (uvicorn does;

@@ -68,6 +68,7 @@ from loadtest.services import (
     free_port,
     hub_env,
     redis_ping,
+    start_bare,
     start_feed,
     start_hub,
     start_redis,
@@ -281,11 +282,13 @@ def run_one(
     logs: Path,
     keys: KeyDatabase | None = None,
 ) -> Raw:
-    """One run of `scenario` on our hub ("ours") or the seed pattern ("baseline"). With
-    `keys` (``--auth key``), our hub reads that key database with anonymous access off and
-    every client (and the catalog reads) use its key; the baseline ignores it."""
+    """One run of `scenario` on our hub ("ours"), the seed pattern ("baseline") or the bare
+    `websockets` broadcast server ("bare", loadtest/bare.py). With `keys` (``--auth key``),
+    our hub reads that key database with anonymous access off and every client (and the
+    catalog reads) use its key; the baselines ignore it."""
     baseline = variant == "baseline"
-    keys = None if baseline else keys
+    bare = variant == "bare"
+    keys = None if baseline or bare else keys
     key = keys.key if keys is not None else args.key
 
     def catalog(base: str, timeout: float = 5.0) -> dict[str, dict[str, Any] | None]:
@@ -311,7 +314,7 @@ def run_one(
             if keys is not None:
                 env.update(keys.env)
             say(f"{variant}: hub on {LOOPBACK}:{port} ({scenario.workers} worker(s)), feed {scenario.rate:g} ticks/s")
-            hub = start_hub(port, scenario.workers, env, logs, baseline)
+            hub = start_bare(port, env, logs) if bare else start_hub(port, scenario.workers, env, logs, baseline)
             services.append(hub)
             base = f"http://{LOOPBACK}:{port}"
             wait_until(lambda: healthy(base), 30.0, hub, "the hub's /healthz")
@@ -461,9 +464,14 @@ def _timeout(signum: int, frame: Any) -> None:
     raise TimeoutError("the benchmark ran past --max-seconds")
 
 
+def baselines(option: str | None) -> list[str]:
+    """The baseline variants of `--baseline`: "baseline" (the seed pattern) and/or "bare"."""
+    return {None: [], "seed": ["baseline"], "bare": ["bare"], "both": ["baseline", "bare"]}[option]
+
+
 def run(args: argparse.Namespace, scenario: Scenario) -> dict[str, Any]:
     """All runs of this invocation; returns the output document."""
-    variants = ["baseline"] if args.baseline_only else ["ours", *(["baseline"] if args.baseline else [])]
+    variants = ["baseline"] if args.baseline_only else ["ours", *baselines(args.baseline)]
     rates = [float(r) for r in args.sweep.split(",")] if args.sweep else [scenario.rate]
     logs = Path(tempfile.mkdtemp(prefix="fanout-"))
     points: list[dict[str, Any]] = []
@@ -480,6 +488,9 @@ def run(args: argparse.Namespace, scenario: Scenario) -> dict[str, Any]:
                     point[variant] = summarize(current, run_one(current, variant, redis_url, args, logs, keys))
                 if "ours" in point and "baseline" in point:
                     point["cpu_ratio_baseline_over_ours"] = cpu_ratio(point["ours"], point["baseline"])
+                if "ours" in point and "bare" in point:
+                    point["cpu_ratio_bare_over_ours"] = cpu_ratio(point["ours"], point["bare"])
+                    point["cpu_ratio_ours_over_bare"] = cpu_ratio(point["bare"], point["ours"])
                 points.append(point)
     except BaseException:
         say(f"logs of the services: {logs}")
@@ -515,7 +526,7 @@ def main(argv: list[str] | None = None) -> int:
     if limit < scenario.clients // scenario.client_procs + 1024:
         say(f"RLIMIT_NOFILE is {limit}: too low for {scenario.clients} connections")
     runs = len(args.sweep.split(",")) if args.sweep else 1
-    runs *= 1 + int(bool(args.baseline))
+    runs *= 1 + len(baselines(args.baseline))
     per_run = scenario.warmup + scenario.duration + 90 + scenario.clients / 50
     if scenario.restart is not None:  # the wait for the old hub to stop and the new one to start, and the storm
         per_run += scenario.restart.after + 60 + scenario.restart.timeout
@@ -532,10 +543,12 @@ def main(argv: list[str] | None = None) -> int:
         signal.alarm(0)
     print(json.dumps(document), flush=True)
     for point in document.get("sweep", [document]):
-        results = [point[v] for v in ("ours", "baseline") if v in point]
+        results = [point[v] for v in ("ours", "baseline", "bare") if v in point]
         title = f"\n{point['scenario']}: {point['describe']}, auth {point.get('auth', 'anonymous')}"
         if point.get("cpu_ratio_baseline_over_ours"):
             title += f"  (hub CPU per tick, baseline / ours: {point['cpu_ratio_baseline_over_ours']}x)"
+        if point.get("cpu_ratio_ours_over_bare"):
+            title += f"  (hub CPU per tick, ours / bare websockets: {point['cpu_ratio_ours_over_bare']}x)"
         print(table(title, results))
     if args.json_out:
         Path(args.json_out).parent.mkdir(parents=True, exist_ok=True)

@@ -61,6 +61,7 @@ class Scenario:
         return text
 
 
+BASELINES = ("seed", "bare", "both")  # --baseline: which baselines run after ours
 AUTH_MODES = ("anonymous", "key")  # --auth: how the clients of our hub are admitted
 
 PRESETS: dict[str, Scenario] = {
@@ -134,7 +135,15 @@ def parser() -> argparse.ArgumentParser:
         metavar="INTERVALS",
         help="every subscription also asks for bars of these intervals (default when given: 1s,1m)",
     )
-    p.add_argument("--baseline", action="store_true", help="also run the seed pattern and report the CPU ratio")
+    p.add_argument(
+        "--baseline",
+        nargs="?",
+        const="seed",
+        choices=BASELINES,
+        default=None,
+        help="also run a baseline and report the CPU ratios: seed (the seed pattern; the default when given "
+        "alone), bare (a bare websockets broadcast server, loadtest/bare.py) or both",
+    )
     p.add_argument("--baseline-only", action="store_true", help="run only the seed pattern")
     p.add_argument(
         "--baseline-layer", choices=("core", "pubsub"), default="core", help="channel layer of the seed pattern"

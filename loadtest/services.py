@@ -246,6 +246,14 @@ def start_hub(port: int, workers: int, env: Mapping[str, str], log_dir: Path, ba
     return Hub("hub", process, log_path, port)
 
 
+def start_bare(port: int, env: Mapping[str, str], log_dir: Path) -> Hub:
+    """The bare `websockets` broadcast server (loadtest/bare.py) on LOOPBACK:`port`, reading
+    the feed of `env` (REDIS_URL, MARKETSTREAM_PREFIX). Does not wait."""
+    argv = [sys.executable, "-m", "loadtest.bare", "--host", LOOPBACK, "--port", str(port)]
+    process, log_path = _popen("bare", argv, env, log_dir)
+    return Hub("bare", process, log_path, port)
+
+
 def feed_argv(symbols: int | list[str], rate: float, *args: str) -> list[str]:
     """``manage.py runfeed`` of `symbols` (a number of generated symbols, or their names) at `rate` ticks/s."""
     argv = [sys.executable, "manage.py", "runfeed"]

@@ -1,9 +1,11 @@
 """`python -m marketstream.serve`: uvicorn with the hub's settings.
 
-Equivalent to ``uvicorn marketstream.asgi:application --ws websockets-sansio
---ws-per-message-deflate false --ws-max-size MAX_MESSAGE_BYTES``: compression off
-for the tick stream (about 3x framing CPU and ~64 KiB per connection) and frames over
-the limit closed with 1009 before they are buffered.
+Equivalent to ``uvicorn marketstream.asgi:application --ws marketstream.rawsend:RawSendProtocol
+--ws-per-message-deflate false --ws-max-size MAX_MESSAGE_BYTES``: uvicorn's websockets-sansio
+protocol with the hub's raw-frame send path (marketstream/rawsend.py), compression off for
+the tick stream (about 3x framing CPU and ~64 KiB per connection) and frames over the limit
+closed with 1009 before they are buffered. Plain ``--ws websockets-sansio`` works too: the
+hub then sends every frame through the ASGI send.
 """
 
 from __future__ import annotations
@@ -81,7 +83,7 @@ def run(args: argparse.Namespace, max_bytes: int) -> None:
         host=args.host,
         port=args.port,
         workers=args.workers,
-        ws="websockets-sansio",
+        ws="marketstream.rawsend:RawSendProtocol",
         ws_per_message_deflate=False,
         ws_max_size=max_bytes,
         lifespan="on",

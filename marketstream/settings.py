@@ -119,6 +119,8 @@ MARKETSTREAM: dict[str, Any] = {
     "SLOW_CLIENT_TIMEOUT": env_float("MARKETSTREAM_SLOW_CLIENT_TIMEOUT", 5.0),
     # kernel send buffer per WebSocket connection, bytes (0: the OS default, which grows to MiBs)
     "SOCKET_SEND_BUFFER": env_int("MARKETSTREAM_SOCKET_SEND_BUFFER", 262144),
+    # write already-framed frames straight to the socket where the server offers it (marketstream.serve)
+    "RAW_SEND": env_bool("MARKETSTREAM_RAW_SEND", True),
     # extra wait before flushing outboxes, to put more ticks in one frame (0: next loop turn)
     "FLUSH_MS": env_float("MARKETSTREAM_FLUSH_MS", 0.0),
     # ticks of history kept per symbol (Redis stream, approximately), for recovery and /api/v1/history

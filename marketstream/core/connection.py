@@ -1,11 +1,13 @@
 """A connection as the core sees it: subscriptions, outbox, and `drain`, which sends it.
 
 Framework-free: the edge (the consumer) hands the hub an async `send(bytes)`, a
-`closer(code, reason)` that closes the WebSocket, and a `writable()` hint, and gets a
-`Connection` back from `Hub.connect`. All frames of a connection leave through `drain`,
-one at a time, in outbox order, so a request's reply always precedes the frames that
-the request causes. `drain` runs in the hub's flush when the socket takes data at once,
-else in a writer task that exists only while the connection has a backlog.
+`closer(code, reason)` that closes the WebSocket, a `writable()` hint and, where the
+server offers one, a raw writer `write(frame) -> bool` that writes an already-framed
+WebSocket frame at once (`core/writer.py` builds them); it gets a `Connection` back from
+`Hub.connect`. All frames of a connection leave one at a time, in outbox order, so a
+request's reply always precedes the frames that the request causes: in the hub's flush
+when the socket takes data at once (`write_now` with a raw writer, else `drain`), else in
+a writer task (`drain`, through `send`) that exists only while the connection has a backlog.
 
 The edge reads `codec`, `limits`, `entitlement`, `session`, `closed` and the counters, and calls
 `reply` and `close`; everything else is written by the core only (hub, fanout, throttle).
@@ -26,11 +28,15 @@ from marketstream.core.limits import Limits
 from marketstream.core.losses import Losses
 from marketstream.core.outbox import Outbox
 from marketstream.core.stats import Stats
+from marketstream.core.tick import EncodedTick
+from marketstream.core.writer import MAX_FRAME_BYTES, FrameWriter, frame
 
 log = logging.getLogger(__name__)
 
 Send = Callable[[bytes], Awaitable[None]]
 Closer = Callable[[Close, str], None]
+# writes one whole frame (header and payload) at once; False: the WebSocket is closing or closed
+Write = Callable[[bytes], bool]
 
 MAX_CONTROLS = 256  # unsent replies a connection may have before it counts as not reading
 EVERYTHING = Entitlement.everything()
@@ -71,6 +77,7 @@ class Connection:
         "subscriptions",
         "ticks_sent",
         "writable",
+        "write",
     )
 
     def __init__(
@@ -85,6 +92,7 @@ class Connection:
         stats: Stats | None = None,
         losses: Losses | None = None,
         entitlement: Entitlement | None = None,
+        write: Write | None = None,
     ) -> None:
         self.codec = codec
         self.limits = limits
@@ -105,6 +113,8 @@ class Connection:
         # True when a send would not wait (the socket's write buffer is empty); without
         # it, every frame goes through a writer task
         self.writable: Callable[[], bool] = writable or _never
+        # the edge's raw writer (None: every frame goes through `send`); used only after `ready()`
+        self.write = write
         self.clock = clock  # the hub's clock: `is_behind` compares with it
         self._send = send
         self._closer = closer
@@ -187,7 +197,15 @@ class Connection:
             return
         task = self._writer
         if task is None or task.done():
-            self._writer = asyncio.get_running_loop().create_task(self.drain())
+            self._writer = asyncio.get_running_loop().create_task(self._write_out())
+
+    async def _write_out(self) -> None:
+        """The writer task: `drain`, then let go of the task (an idle connection holds none)."""
+        try:
+            await self.drain()
+        finally:
+            if self._writer is asyncio.current_task():
+                self._writer = None
 
     def reset(self, symbol: str, epoch: str) -> None:
         """`symbol`'s seq restarted in a new epoch: drop its pending ticks, accept its seq
@@ -203,9 +221,59 @@ class Connection:
         return self.busy_since is not None and now - self.busy_since > timeout
 
     def ready(self) -> bool:
-        """True when `drain()` can run now without waiting: not held, not already
-        sending, and the socket takes data at once (its write buffer is empty)."""
-        return not self._held and self.busy_since is None and self.close_code is None and self.writable()
+        """True when the flush can send now without waiting: not held, not already
+        sending, and, without a raw writer, the socket takes data at once (its write
+        buffer is empty). A raw writer says for itself, per frame, when the transport
+        does not take more (`write_now`)."""
+        if self._held or self.busy_since is not None or self.close_code is not None:
+            return False
+        return self.write is not None or self.writable()
+
+    def _next_frame(self) -> tuple[bytes, list[EncodedTick] | None]:
+        """Take the next frame's worth out of the outbox: a control frame first, then the
+        pending ticks (at most MAX_FRAME_BYTES of them), then the pending bars. Returns
+        the payload, or the ticks (for `write_now`, which may share their frame)."""
+        outbox = self.outbox
+        if outbox.conflations and self.behind_since is None:
+            self.behind_since = self.clock()
+        if outbox.controls:
+            return outbox.take_control(), None
+        if outbox.ticks or outbox.latest:
+            ticks = outbox.take_ticks(MAX_FRAME_BYTES, self.codec.binary)
+            self.ticks_sent += len(ticks)
+            return b"", ticks
+        return self.codec.bars(outbox.take_bars()), None
+
+    def write_now(self, frames: FrameWriter) -> None:
+        """Write what the outbox holds with the raw writer, one frame per call, in outbox
+        order, while the transport takes them; wake the writer task for the rest.
+
+        Only after `ready()` and only with a raw writer (`write`). Synchronous: no frame
+        of this connection is in flight in between. The transport may buffer a frame
+        that the socket does not take at once (up to its high-water mark: no wait, and
+        several frames leave in one system call later). When the raw writer refuses a
+        frame (the transport paused writing, or the WebSocket is closing or gone), that
+        frame goes first in line to the writer task, which sends it through `send`: it
+        waits there like any send (a slow client is then `busy_since`, and closed with
+        1013 past the timeout), or finds out, as `drain` does, that the peer is gone.
+        """
+        write = self.write
+        assert write is not None
+        outbox = self.outbox
+        binary = self.codec.binary
+        while outbox and self.close_code is None and self._held == 0:
+            payload, ticks = self._next_frame()
+            data = frames.ticks(self.codec, ticks) if ticks is not None else frame(payload, binary)
+            if not write(data):  # closing, gone or paused: `send` knows which (it raises when gone)
+                outbox.put_back(self.codec.ticks(ticks) if ticks is not None else payload)
+                self.wake()
+                return
+            self.frames += 1
+            n = len(data)  # the frame; its payload is what `drain` counts: less a 2, 4 or 10-byte header
+            self.bytes_sent += n - (2 if n < 128 else 4 if n < 65540 else 10)
+        if not outbox:
+            outbox.conflations = 0
+            self.behind_since = None
 
     async def drain(self, direct: bool = False) -> None:
         """Send what the outbox holds, one frame per call of `send`, in outbox order,
@@ -221,24 +289,18 @@ class Connection:
             return
         outbox = self.outbox
         send = self._send
+        codec = self.codec
         sent = 0
         while outbox and self.close_code is None and self._held == 0:
             if direct and sent and not self.writable():
                 self.wake()
                 break
-            if outbox.conflations and self.behind_since is None:
-                self.behind_since = self.clock()
-            if outbox.controls:
-                frame = outbox.take_control()
-            elif outbox.ticks or outbox.latest:
-                ticks = outbox.take_ticks()
-                frame = self.codec.ticks(ticks)
-                self.ticks_sent += len(ticks)
-            else:
-                frame = self.codec.bars(outbox.take_bars())
+            payload, ticks = self._next_frame()
+            if ticks is not None:
+                payload = codec.ticks(ticks)
             self.busy_since = self.clock()
             try:
-                await send(frame)
+                await send(payload)
             except Exception as exc:  # the peer went away: its disconnect detaches it
                 log.debug("connection %s: send failed: %r", self.session, exc)
                 self.close(Close.GOING_AWAY, "send failed")
@@ -246,7 +308,7 @@ class Connection:
             finally:
                 self.busy_since = None
             self.frames += 1
-            self.bytes_sent += len(frame)
+            self.bytes_sent += len(payload)
             sent += 1
         if not outbox:
             outbox.conflations = 0

@@ -3,10 +3,14 @@
 The step per subscriber per tick is `Outbox.put` and a flag: no encoding, no I/O, no
 task. Connections that got ticks are flushed together once per loop turn (or after
 `flush_delay`), directly when their socket takes data at once, else by their writer.
+A flush round writes with the connections' raw writers synchronously, in the loop
+callback itself (no task); only connections without one need a task to await `send`.
+Fairness: each round starts 1/FAIR_STEPS of the way further along the list, so a
+connection written last in one round is not last in the next.
 
 Latency is sampled per flush, not per frame: a countdown of the connections flushed picks
-about one in `Stats.sample_every` of them (at random places in their flush) and records
-the age of the first tick each had pending when its frame went out (`Stats.sample_latency`).
+about one in `Stats.sample_every` of them (at random places in their round) and records
+the age of the first tick each had pending once its frame went out (`Stats.sample_latency`).
 """
 
 from __future__ import annotations
@@ -14,17 +18,21 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 
 from marketstream.core.closes import Close
 from marketstream.core.connection import Connection
 from marketstream.core.outbox import Outbox
 from marketstream.core.stats import Stats
 from marketstream.core.tick import EncodedTick
+from marketstream.core.writer import FrameWriter
 
 log = logging.getLogger(__name__)
 
+FAIR_STEPS = 16  # a flush round starts 1/16 of its connections further on than the previous one
+
 Put = Callable[[Outbox, EncodedTick], bool]
+Probe = tuple[Connection, EncodedTick, int]  # a latency probe: connection, first pending tick, ticks sent before
 
 
 class Fanout:
@@ -41,6 +49,8 @@ class Fanout:
         self._dirty: list[Connection] = []
         self._scheduled = False
         self._flushing: set[asyncio.Task[None]] = set()
+        self._round = 0
+        self.frames = FrameWriter()
 
     def route(self, conn: Connection, symbol: str) -> None:
         self.routes.setdefault(symbol, set()).add(conn)
@@ -53,10 +63,33 @@ class Fanout:
                 del self.routes[symbol]
 
     def deliver(self, tick: EncodedTick) -> None:
-        """Put `tick` into the outbox of every unthrottled subscriber of its symbol."""
+        """Put `tick` into the outbox of every unthrottled subscriber of its symbol.
+
+        The step per subscriber per tick, so its common case is inlined: the tick is the
+        next seq of its symbol on that connection, nothing of the symbol waits in `latest`
+        and the outbox has room; that is exactly what `Outbox.put` does then (append, and
+        the seq remembered). Anything else goes through `Outbox.put`.
+        """
         subscribers = self.routes.get(tick.symbol)
-        if subscribers:
-            self.put(subscribers, tick)
+        if not subscribers:
+            return
+        symbol = tick.symbol
+        previous = tick.seq - 1
+        dirty = self._dirty
+        for conn in subscribers:
+            outbox = conn.outbox
+            last_seq = outbox.last_seq
+            ticks = outbox.ticks
+            if last_seq.get(symbol) == previous and not outbox.latest and len(ticks) < outbox.max_ticks:
+                last_seq[symbol] = previous + 1
+                ticks.append(tick)
+            elif not outbox.put(tick):
+                continue
+            if not conn.dirty:
+                conn.dirty = True
+                dirty.append(conn)
+        if dirty and not self._scheduled:
+            self._schedule()
 
     def put(self, targets: Iterable[Connection], tick: EncodedTick, put: Put = Outbox.put) -> None:
         """Put `tick` into each target's outbox with `put` (`Outbox.put` or `put_latest`)
@@ -92,55 +125,90 @@ class Fanout:
             task.cancel()
 
     def _start_flush(self) -> None:
-        task = asyncio.get_running_loop().create_task(self._flush())
-        self._flushing.add(task)  # keep a reference until it is done
-        task.add_done_callback(self._flushing.discard)
+        later, probes = self._flush_round()
+        if later:
+            task = asyncio.get_running_loop().create_task(self._drain_direct(later, probes))
+            self._flushing.add(task)  # keep a reference until it is done
+            task.add_done_callback(self._flushing.discard)
 
     async def _flush(self) -> None:
-        """Send the outboxes that got ticks: directly when the socket takes data at once
-        (no task switch per frame), else by waking the connection's writer. A client
-        behind for longer than `slow_client_timeout` is closed with 1013 instead. About one
-        connection in `stats.sample_every` has the latency of its frame sampled."""
+        """One whole flush round, awaited (tests)."""
+        later, probes = self._flush_round()
+        if later:
+            await self._drain_direct(later, probes)
+
+    def _flush_round(self) -> tuple[list[Connection], list[Probe]]:
+        """Send the outboxes that got ticks: written at once with the raw writer when the
+        socket takes data at once, else by waking the connection's writer. A client
+        behind for longer than `slow_client_timeout` is closed with 1013 instead.
+        Returns the ready connections without a raw writer, for `_drain_direct`, and the
+        round's latency probes whose frame has not gone out yet."""
         self._scheduled = False
         dirty, self._dirty = self._dirty, []
+        n = len(dirty)
+        if n > 1:
+            self._round += 1
+            start = (self._round % FAIR_STEPS) * n // FAIR_STEPS
+            if start:
+                dirty = dirty[start:] + dirty[:start]
         for conn in dirty:
             conn.dirty = False
-        now = self.clock()
         stats = self.stats
-        stats.sample_countdown -= len(dirty)
-        if stats.sample_countdown > 0:
-            await self._send(dirty, now)
-            return
-        # about one connection in `sample_every` of those flushed (one frame in N): k of this
-        # flush's, at random places (the later in the flush, the older its ticks)
-        every = stats.sample_every
-        k = 1 + (-stats.sample_countdown) // every
-        stats.sample_countdown += k * every
-        start = 0
-        for i in sorted(random.sample(range(len(dirty)), min(k, len(dirty)))):
-            await self._send(dirty[start:i], now)
-            await self._probe(dirty[i], now)
-            start = i + 1
-        await self._send(dirty[start:], now)
-
-    async def _probe(self, conn: Connection, now: float) -> None:
-        """Send to `conn` as `_send` does, and sample the latency of its first pending tick
-        if the frame carrying it went out now."""
-        tick, sent = conn.outbox.first_tick(), conn.ticks_sent
-        await self._send((conn,), now)
-        if tick is not None and conn.ticks_sent > sent:
-            self.stats.sample_latency(tick)
-
-    async def _send(self, conns: Sequence[Connection], now: float) -> None:
-        """Send (or close, or wake) each of `conns`, in order; one failing does not stop the others."""
+        stats.sample_countdown -= n
+        probes = self._probes(dirty) if stats.sample_countdown <= 0 else []
+        now = self.clock()
         timeout = self.slow_client_timeout
-        for conn in conns:
+        frames = self.frames
+        frames.new_round()
+        later: list[Connection] = []
+        for conn in dirty:
             try:
                 if conn.is_behind(now, timeout):
                     conn.close(Close.TRY_AGAIN_LATER, f"behind for more than {timeout:g} s")
                 elif conn.ready():
+                    if conn.write is not None:
+                        conn.write_now(frames)
+                    else:
+                        later.append(conn)
+                else:
+                    conn.wake()
+            except Exception:
+                log.exception("hub: flushing connection %s failed", conn.session)
+        frames.new_round()
+        return later, self._sample(probes) if probes else probes
+
+    def _probes(self, dirty: list[Connection]) -> list[Probe]:
+        """About one connection in `stats.sample_every` of those flushed (k of this round's
+        at random places; the countdown carries over between rounds), each with the first
+        tick it has pending and its count of ticks sent so far."""
+        stats = self.stats
+        every = stats.sample_every
+        k = 1 + (-stats.sample_countdown) // every
+        stats.sample_countdown += k * every
+        picked = random.sample(dirty, min(k, len(dirty)))
+        return [(conn, tick, conn.ticks_sent) for conn in picked if (tick := conn.outbox.first_tick()) is not None]
+
+    def _sample(self, probes: list[Probe]) -> list[Probe]:
+        """Record the latency of each probe whose frame went out; return the others."""
+        waiting: list[Probe] = []
+        for probe in probes:
+            conn, tick, sent = probe
+            if conn.ticks_sent > sent:
+                self.stats.sample_latency(tick)
+            elif conn.close_code is None:
+                waiting.append(probe)
+        return waiting
+
+    async def _drain_direct(self, conns: list[Connection], probes: list[Probe]) -> None:
+        """The rest of a flush round: connections sent through their async `send`, then
+        the round's remaining latency probes (a frame that still waits is not sampled)."""
+        for conn in conns:
+            try:
+                if conn.ready():
                     await conn.drain(direct=True)
                 else:
                     conn.wake()
             except Exception:
                 log.exception("hub: flushing connection %s failed", conn.session)
+        if probes:
+            self._sample(probes)

@@ -22,7 +22,7 @@ from collections.abc import Callable
 from marketstream.core.barfan import BarFan
 from marketstream.core.closes import Close
 from marketstream.core.codec import Codec
-from marketstream.core.connection import Closer, Connection, Send
+from marketstream.core.connection import Closer, Connection, Send, Write
 from marketstream.core.entitlements import Entitlement
 from marketstream.core.fanout import Fanout
 from marketstream.core.inbound import Inbound
@@ -183,17 +183,20 @@ class Hub:
         session: str = "",
         limits: Limits | None = None,
         entitlement: Entitlement | None = None,
+        write: Write | None = None,
     ) -> Connection:
         """A new connection of this hub, with its `welcome` queued and being sent.
 
         `send` writes one frame; `closer(code, reason)` closes the WebSocket (called
-        once, from `Connection.close`); `writable()` says whether a send would not wait.
+        once, from `Connection.close`); `writable()` says whether a send would not wait;
+        `write(frame)`, where the server offers it, writes an already-framed frame at
+        once (the flush then frames and writes without `send`).
         `limits` and `entitlement` are the connection's own (a key's); by default the
         hub's limits and every symbol.
         """
         limits = limits or self.limits
         conn = Connection(
-            codec, send, limits, session, closer, writable, self.clock, self.stats, self.losses, entitlement
+            codec, send, limits, session, closer, writable, self.clock, self.stats, self.losses, entitlement, write
         )
         self.connections.add(conn)
         conn.reply(

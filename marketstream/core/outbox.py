@@ -34,6 +34,7 @@ from marketstream.core.losses import Losses
 from marketstream.core.tick import EncodedTick
 
 BarKey = tuple[str, str, int]  # symbol, interval, start
+CHECK_SIZE_FROM = 256  # `take_ticks` adds up sizes only for frames of more ticks than this
 
 
 class Outbox:
@@ -155,6 +156,11 @@ class Outbox:
     def add_control(self, frame: bytes) -> None:
         self.controls.append(frame)
 
+    def put_back(self, frame: bytes) -> None:
+        """Put a frame taken out but not sent back, first in line (it leaves before
+        everything still pending, as it would have)."""
+        self.controls.insert(0, frame)
+
     def take_control(self) -> bytes:
         """Remove and return the oldest control frame."""
         return self.controls.pop(0)
@@ -224,11 +230,23 @@ class Outbox:
             return self.ticks[0]
         return next(iter(self.latest.values()), None)
 
-    def take_ticks(self) -> list[EncodedTick]:
-        """Remove and return the pending ticks, in an order that keeps seq increasing."""
+    def take_ticks(self, max_bytes: int = 0, binary: bool = True) -> list[EncodedTick]:
+        """Remove and return the pending ticks, in an order that keeps seq increasing.
+
+        With `max_bytes`, take only as many as keep their encodings (msgpack with
+        `binary`, else JSON) within `max_bytes` (at least one): the rest stays pending,
+        first in line, so one frame never grows past that size.
+        """
         ticks = self.ticks
         if self.latest:
             ticks.extend(self.latest.values())
             self.latest = {}
         self.ticks = []
+        if max_bytes and len(ticks) > CHECK_SIZE_FROM:
+            size = 0
+            for i, tick in enumerate(ticks):
+                size += len(tick.msgpack if binary else tick.json)
+                if size > max_bytes and i:
+                    self.ticks = ticks[i:]  # newer than anything still in `latest`: none is
+                    return ticks[:i]
         return ticks

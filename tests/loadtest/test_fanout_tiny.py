@@ -36,6 +36,22 @@ def test_fanout_tiny_scenario(redis_url: str, tmp_path: Path) -> None:
     assert "delivered ticks/s" in done.stdout, "the readable table follows the JSON line"
 
 
+def test_fanout_tiny_with_the_bare_websockets_baseline(redis_url: str, tmp_path: Path) -> None:
+    """`--baseline bare`: ours, then loadtest/bare.py on the same feed; both deliver every tick
+    in seq order, and both CPU ratios are reported in the one run."""
+    out = tmp_path / "bare.json"
+    argv = [sys.executable, "-m", "loadtest.fanout", "--scenario", "tiny", "--baseline", "bare", "--json-out", str(out)]
+    done = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=150)
+    assert done.returncode == 0, f"fanout exited with {done.returncode}:\n{done.stderr[-3000:]}"
+    document = json.loads(out.read_text())
+    bare = document["bare"]
+    assert bare["variant"] == "bare" and bare["connections"] == 20
+    assert 0.95 <= bare["delivery_ratio"] <= 1.05, bare["delivery_ratio"]
+    assert bare["seq_violations"] == 0 and bare["ticks_per_frame"] == 1
+    assert document["cpu_ratio_bare_over_ours"] > 0 and document["cpu_ratio_ours_over_bare"] > 0
+    assert "ours / bare websockets" in done.stdout
+
+
 def test_fanout_tiny_with_bars(redis_url: str, tmp_path: Path) -> None:
     """`--bars`: every client also asks for 1s and 1m bars; they arrive, and the ticks as before."""
     out = tmp_path / "bars.json"

@@ -151,8 +151,10 @@ async def test_an_idle_connection_has_no_writer_task() -> None:
     assert conn._writer is None
     conn.reply({"type": "pong"})
     assert conn._writer is not None
+    task = conn._writer
     await settle()
-    assert conn._writer.done(), "the writer ends once the outbox is empty"
+    assert task.done(), "the writer ends once the outbox is empty"
+    assert conn._writer is None, "and the connection lets go of it"
 
 
 async def test_ready_needs_a_writable_socket_and_no_send_in_progress() -> None:
