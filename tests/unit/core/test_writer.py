@@ -14,6 +14,7 @@ from marketstream.core.connection import Connection
 from marketstream.core.fanout import FAIR_STEPS, Fanout
 from marketstream.core.limits import Limits
 from marketstream.core.outbox import CHECK_SIZE_FROM, Outbox
+from marketstream.core.stats import Stats
 from marketstream.core.writer import FrameWriter, frame
 from tests.unit.core.fakes import Clock, Peer, settle, tick
 
@@ -174,3 +175,20 @@ def test_a_tick_frame_stops_at_max_bytes_and_the_rest_waits_in_order() -> None:
     rest += outbox.take_ticks()
     assert first + rest == ticks
     assert not outbox
+
+
+async def test_a_raw_round_samples_latency_and_counts_payload_bytes() -> None:
+    stats = Stats()
+    stats.sample_every = stats.sample_countdown = 2
+    fanout = Fanout(Clock(), 0.0, 5.0, stats)
+    peers = [RawPeer() for _ in range(10)]
+    conns = [raw_connection(p) for p in peers]
+    for conn in conns:
+        fanout.route(conn, "AAPL")
+    await settle()
+    fanout.deliver(tick("AAPL", 1))
+    await fanout._flush()
+    assert all(len(p.written) == 1 for p in peers)
+    assert len(stats.latency_ns) == 5, "ten frames written raw, one in two sampled"
+    for conn, peer in zip(conns, peers, strict=True):
+        assert conn.bytes_sent == len(unframe(peer.written[0])[1]), "the payload, not the header"
