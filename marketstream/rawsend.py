@@ -6,9 +6,10 @@ It adds one ASGI extension, ``scope["extensions"]["marketstream.raw_send"]``, wh
 or text) with one ``transport.write``: no ASGI message dict, no send coroutine, no
 framing in websockets per connection. Everything else stays uvicorn's: the handshake,
 control frames (ping/pong, close), the closing handshake and write flow control. The
-hub writes raw only when the socket's buffer is empty, and `write` refuses (writes
+transport may buffer raw frames up to its high-water mark; `write` refuses (writes
 nothing, returns False) once a close frame was sent or received, after the disconnect,
-or while the transport has paused writing; the hub then falls back to the ASGI send.
+or while the transport has paused writing, and the hub then sends that frame, and the
+ones after it, through the ASGI send (which waits for the transport).
 
 It also makes an idle connection smaller (loadtest/idlemem.py, docs/performance.md): after
 the handshake it lets go of what uvicorn keeps but never reads again (the request's and
