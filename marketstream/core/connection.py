@@ -29,7 +29,7 @@ from marketstream.core.losses import Losses
 from marketstream.core.outbox import Outbox
 from marketstream.core.stats import Stats
 from marketstream.core.tick import EncodedTick
-from marketstream.core.writer import MAX_FRAME_BYTES, FrameWriter, frame
+from marketstream.core.writer import MAX_FRAME_BYTES, FrameWriter, frame, payload_size
 
 log = logging.getLogger(__name__)
 
@@ -269,8 +269,7 @@ class Connection:
                 self.wake()
                 return
             self.frames += 1
-            n = len(data)  # the frame; its payload is what `drain` counts: less a 2, 4 or 10-byte header
-            self.bytes_sent += n - (2 if n < 128 else 4 if n < 65540 else 10)
+            self.bytes_sent += payload_size(data)  # the payload, as `drain` counts
         if not outbox:
             outbox.conflations = 0
             self.behind_since = None

@@ -35,6 +35,13 @@ def frame(payload: bytes, binary: bool) -> bytes:
     return _LONG.pack(first, 127, n) + payload
 
 
+def payload_size(data: bytes) -> int:
+    """The length of the payload of `data`, one frame built by `frame` (its header is 2, 4
+    or 10 bytes, by the payload's length)."""
+    n = len(data)
+    return n - (2 if n < 128 else 4 if n < 0x10004 else 10)
+
+
 class FrameWriter:
     """Builds frames; one-tick frames are shared by the connections of one flush round.
 

@@ -15,7 +15,7 @@ from marketstream.core.fanout import FAIR_STEPS, Fanout
 from marketstream.core.limits import Limits
 from marketstream.core.outbox import CHECK_SIZE_FROM, Outbox
 from marketstream.core.stats import Stats
-from marketstream.core.writer import FrameWriter, frame
+from marketstream.core.writer import FrameWriter, frame, payload_size
 from tests.unit.core.fakes import Clock, Peer, settle, tick
 
 
@@ -63,13 +63,14 @@ def raw_connection(peer: RawPeer, max_pending: int = 100) -> Connection:
     )
 
 
-@pytest.mark.parametrize("size", [0, 1, 125, 126, 65535, 65536, 70_000])
+@pytest.mark.parametrize("size", [0, 1, 125, 126, 127, 65535, 65536, 70_000])
 @pytest.mark.parametrize("binary", [True, False])
 def test_a_frame_is_one_final_unmasked_frame_with_the_right_length(size: int, binary: bool) -> None:
     payload = b"p" * size
     first, body = unframe(frame(payload, binary))
     assert first == (0x82 if binary else 0x81)
     assert body == payload
+    assert payload_size(frame(payload, binary)) == size
 
 
 async def test_connections_given_the_same_single_tick_in_a_round_get_the_same_bytes() -> None:
