@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
 import time
 from collections.abc import Awaitable, Callable, Iterator
 
@@ -72,6 +73,7 @@ class Connection:
         "frames",
         "limits",
         "outbox",
+        "phase",
         "sent_at",
         "session",
         "subscriptions",
@@ -104,6 +106,7 @@ class Connection:
         self.bars: dict[str, tuple[str, ...]] = {}  # symbol -> the bar intervals of its subscription
         self.bars_sent_at: dict[str, float] = {}  # symbol -> clock() of its last throttled bars
         self.dirty = False  # queued in the fanout's flush list
+        self.phase = random.random()  # where in a flush delay's cycle this connection is flushed (`Stagger`)
         self.behind_since: float | None = None  # first conflation since the outbox was last empty
         self.busy_since: float | None = None  # start of the send in progress
         self.close_code: Close | None = None  # set once by `close`

@@ -1,8 +1,13 @@
 """Fan-out: unthrottled routes, and the flush that sends the outboxes that got ticks.
 
 The step per subscriber per tick is `Outbox.put` and a flag: no encoding, no I/O, no
-task. Connections that got ticks are flushed together once per loop turn (or after
-`flush_delay`), directly when their socket takes data at once, else by their writer.
+task. Connections that got ticks are flushed directly when their socket takes data at
+once, else by their writer: all together once per loop turn, or, with a `flush_delay`,
+each on a cadence of its own (`Stagger`): a connection is flushed every `flush_delay`
+seconds at most, at a phase drawn when it connected, so a tick waits at most
+`flush_delay` in the hub and the connections' frames spread evenly over time instead of
+leaving in one long round after each delay (whose last connections waited for the
+whole round too).
 A flush round writes with the connections' raw writers synchronously, in the loop
 callback itself (no task); only connections without one need a task to await `send`.
 Fairness: each round starts 1/FAIR_STEPS of the way further along the list, so a
@@ -30,6 +35,10 @@ from marketstream.core.writer import FrameWriter
 log = logging.getLogger(__name__)
 
 FAIR_STEPS = 16  # a flush round starts 1/16 of its connections further on than the previous one
+# seconds: with a flush delay, connections are flushed in slots of about this length
+# (2, 5 and 10 ms measured alike in the fanout scenario)
+SLOT = 0.005
+MAX_SLOTS = 64  # phases per flush delay at most
 
 Put = Callable[[Outbox, EncodedTick], bool]
 Probe = tuple[Connection, EncodedTick, int]  # a latency probe: connection, first pending tick, ticks sent before
@@ -48,6 +57,7 @@ class Fanout:
         self.routes: dict[str, set[Connection]] = {}
         self._dirty: list[Connection] = []
         self._scheduled = False
+        self.stagger = Stagger(flush_delay) if flush_delay > 0 else None
         self._flushing: set[asyncio.Task[None]] = set()
         self._round = 0
         self.frames = FrameWriter()
@@ -112,39 +122,52 @@ class Fanout:
             self._schedule()
 
     def _schedule(self) -> None:
-        """Flush on the next loop turn, or after `flush_delay` seconds."""
+        """Flush on the next loop turn; with a flush delay, place the connections that got
+        something in their slots on the next loop turn (once per turn, not per tick)."""
         self._scheduled = True
         loop = asyncio.get_running_loop()
-        if self.flush_delay > 0:
-            loop.call_later(self.flush_delay, self._start_flush)
-        else:
-            loop.call_soon(self._start_flush)
+        loop.call_soon(self._start_flush if self.stagger is None else self._place)
 
     def stop(self) -> None:
         for task in self._flushing:
             task.cancel()
+        if self.stagger is not None:
+            self.stagger.cancel()
 
-    def _start_flush(self) -> None:
-        later, probes = self._flush_round()
+    def _place(self) -> None:
+        """Put the connections that got something since the last turn in their next slot."""
+        self._scheduled = False
+        dirty, self._dirty = self._dirty, []
+        assert self.stagger is not None
+        self.stagger.place(dirty, asyncio.get_running_loop(), self._start_flush)
+
+    def _start_flush(self, conns: list[Connection] | None = None) -> None:
+        """A flush round of `conns` (a slot's), or of every connection marked since the last."""
+        if conns is None:
+            self._scheduled = False
+            conns, self._dirty = self._dirty, []
+        later, probes = self._flush_round(conns)
         if later:
             task = asyncio.get_running_loop().create_task(self._drain_direct(later, probes))
             self._flushing.add(task)  # keep a reference until it is done
             task.add_done_callback(self._flushing.discard)
 
     async def _flush(self) -> None:
-        """One whole flush round, awaited (tests)."""
-        later, probes = self._flush_round()
+        """Flush every connection that waits, now, in one round, awaited (tests)."""
+        self._scheduled = False
+        conns, self._dirty = self._dirty, []
+        if self.stagger is not None:
+            conns = self.stagger.take_all() + conns
+        later, probes = self._flush_round(conns)
         if later:
             await self._drain_direct(later, probes)
 
-    def _flush_round(self) -> tuple[list[Connection], list[Probe]]:
-        """Send the outboxes that got ticks: written at once with the raw writer when the
-        socket takes data at once, else by waking the connection's writer. A client
-        behind for longer than `slow_client_timeout` is closed with 1013 instead.
-        Returns the ready connections without a raw writer, for `_drain_direct`, and the
-        round's latency probes whose frame has not gone out yet."""
-        self._scheduled = False
-        dirty, self._dirty = self._dirty, []
+    def _flush_round(self, dirty: list[Connection]) -> tuple[list[Connection], list[Probe]]:
+        """Send the outboxes of `dirty` (connections that got something): written at once
+        with the raw writer when the socket takes data at once, else by waking the
+        connection's writer. A client behind for longer than `slow_client_timeout` is
+        closed with 1013 instead. Returns the ready connections without a raw writer, for
+        `_drain_direct`, and the round's latency probes whose frame has not gone out yet."""
         n = len(dirty)
         if n > 1:
             self._round += 1
@@ -212,3 +235,56 @@ class Fanout:
                 log.exception("hub: flushing connection %s failed", conn.session)
         if probes:
             self._sample(probes)
+
+
+class Stagger:
+    """The slots of a flush delay: each connection is flushed at its own phase of a cycle
+    of `delay` seconds, so at most `delay` after it got something, and the connections
+    of a cycle leave spread over `slots` rounds instead of one.
+
+    The cycle is cut in `slots` slots (about SLOT seconds each, at most MAX_SLOTS); a
+    connection's phase (`Connection.phase`, drawn when it was made) picks its slot. A
+    connection that got something is placed in the next start of its slot (strictly
+    after now), where one timer flushes every connection placed there.
+    """
+
+    __slots__ = ("_due", "slot", "slots")
+
+    def __init__(self, delay: float) -> None:
+        self.slots = max(1, min(MAX_SLOTS, round(delay / SLOT)))
+        self.slot = delay / self.slots
+        self._due: dict[int, tuple[list[Connection], asyncio.TimerHandle]] = {}
+
+    def place(
+        self, conns: list[Connection], loop: asyncio.AbstractEventLoop, flush: Callable[[list[Connection]], None]
+    ) -> None:
+        """Queue each of `conns` (marked dirty) for its next slot; a new slot gets a timer."""
+        slots, slot, due = self.slots, self.slot, self._due
+        now = int(loop.time() / slot)  # the slot that runs now
+        for conn in conns:
+            at = now + (int(conn.phase * slots) - now - 1) % slots + 1
+            waiting = due.get(at)
+            if waiting is None:
+                due[at] = ([conn], loop.call_at(at * slot, self._fire, at, flush))
+            else:
+                waiting[0].append(conn)
+
+    def _fire(self, at: int, flush: Callable[[list[Connection]], None]) -> None:
+        waiting = self._due.pop(at, None)
+        if waiting is not None:
+            flush(waiting[0])
+
+    def take_all(self) -> list[Connection]:
+        """Every connection waiting for its slot (their timers cancelled)."""
+        conns: list[Connection] = []
+        for waiting, timer in self._due.values():
+            timer.cancel()
+            conns += waiting
+        self._due = {}
+        return conns
+
+    def cancel(self) -> None:
+        """Cancel every slot's timer (shutdown)."""
+        for _, timer in self._due.values():
+            timer.cancel()
+        self._due = {}
