@@ -42,26 +42,12 @@ from typing import Any
 
 import msgpack
 
-from marketstream.adapters.layer import ShardConnection, ShardedPubSubChannelLayer
+from marketstream.adapters.layer import ShardedPubSubChannelLayer
 from marketstream.adapters.transport import GROUP_PREFIX, LayerTransport, group_name, to_message
 from marketstream.core.tick import Draft, now_ns
 
 SUBSCRIBED_TIMEOUT = 10.0  # seconds the publisher waits for the receiver's subscriptions
 GONE_AFTER = 2.0  # seconds without a message, once the publisher is done: the rest is lost
-
-
-class Counting:
-    """Counts the messages a shard's drain delivered (`_receive_data`), as
-    tests/adapters/test_layer.py does."""
-
-    def __init__(self, shard: ShardConnection) -> None:
-        self.n = 0
-        self.deliver = shard._receive_data
-        shard._receive_data = self  # type: ignore[method-assign]
-
-    def __call__(self, name: bytes, data: bytes) -> None:
-        self.n += 1
-        self.deliver(name, data)
 
 
 async def no_drain(pubsub: Any) -> None:
@@ -129,7 +115,6 @@ async def run(args: argparse.Namespace, drain: bool) -> dict[str, Any]:
     """One run: a layer under a prefix of its own, its publisher, the measure."""
     layer = ShardedPubSubChannelLayer(hosts=[args.redis_url], prefix=f"recv{uuid.uuid4().hex[:12]}")
     inner = layer._get_layer()
-    counters = [Counting(shard) for shard in inner.shards]
     if not drain:
         for shard in inner.shards:
             shard._drain = no_drain  # type: ignore[method-assign]
@@ -180,7 +165,7 @@ async def run(args: argparse.Namespace, drain: bool) -> dict[str, Any]:
         "batch": args.batch,
         "seconds": round(state.wall1 - state.wall0, 3) if state.got > 1 else 0.0,
         "cpu_us_per_message": round((state.cpu1 - state.cpu0) / counted * 1e6, 2) if state.got > 1 else 0.0,
-        "drained": sum(counter.n for counter in counters),
+        "drained": sum(shard.drained for shard in inner.shards),
         "publisher_exit": proc.exitcode,
     }
 

@@ -61,6 +61,7 @@ class ShardConnection(RedisSingleShardConnection):
         self.down_since = 0.0  # monotonic time the link was lost
         self.listener: LinkListener | None = None
         self.quiet = False  # a reconnection asked for (`reconnect`): not an outage
+        self.drained = 0  # messages taken by `_drain` (not by `get_message`): tests and loadtest.receive
 
     async def _do_receiving(self) -> None:
         """channels_redis's receive loop; a lost connection is one line, not a traceback
@@ -111,6 +112,7 @@ class ShardConnection(RedisSingleShardConnection):
         while (reply := reader.gets()) is not NOT_ENOUGH_DATA:
             if isinstance(reply, list) and len(reply) == 3 and reply[0] == b"message":
                 receive(reply[1], reply[2])
+                self.drained += 1
             elif isinstance(reply, ConnectionError):  # what redis-py's read_response raises
                 raise reply
             elif isinstance(reply, Exception):  # an error reply to a (un)subscribe: no message is lost
