@@ -121,7 +121,8 @@ MARKETSTREAM: dict[str, Any] = {
     "SOCKET_SEND_BUFFER": env_int("MARKETSTREAM_SOCKET_SEND_BUFFER", 262144),
     # write already-framed frames straight to the socket where the server offers it (marketstream.serve)
     "RAW_SEND": env_bool("MARKETSTREAM_RAW_SEND", True),
-    # extra wait before flushing outboxes, to put more ticks in one frame (0: next loop turn)
+    # flush each connection at most once per this many ms, at a phase of its own, to put more ticks in
+    # one frame (0: every connection that got something, on the next loop turn); core/fanout.py `Stagger`
     "FLUSH_MS": env_float("MARKETSTREAM_FLUSH_MS", 0.0),
     # ticks of history kept per symbol (Redis stream, approximately), for recovery and /api/v1/history
     "HISTORY_MAXLEN": env_int("MARKETSTREAM_HISTORY_MAXLEN", 2000),

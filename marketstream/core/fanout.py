@@ -51,7 +51,6 @@ class Fanout:
         self, clock: Callable[[], float], flush_delay: float, slow_client_timeout: float, stats: Stats | None = None
     ) -> None:
         self.clock = clock
-        self.flush_delay = flush_delay
         self.slow_client_timeout = slow_client_timeout
         self.stats = stats if stats is not None else Stats()  # the hub's: latency samples
         self.routes: dict[str, set[Connection]] = {}
