@@ -34,6 +34,7 @@ from redis import exceptions as redis_errors
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 
+from marketstream.adapters.direct_script import DirectScript
 from marketstream.core.bars import DEFAULT_KEEP, INTERVALS, NS, Bar
 from marketstream.core.store import MAX_HISTORY_READ, History, new_epoch
 from marketstream.core.symbols import SymbolInfo
@@ -130,7 +131,7 @@ class RedisStore:
         self.history_prefix = f"{prefix}:history:"
         self.bar_key = f"{prefix}:bar"
         self.bars_prefix = f"{prefix}:bars:"
-        self._publish = redis.register_script(PUBLISH_SCRIPT)
+        self._publish = DirectScript(redis, PUBLISH_SCRIPT)  # once per batch: on a connection of its own
         self._finalize = redis.register_script(FINALIZE_SCRIPT)
 
     def history_key(self, symbol: str) -> str:
@@ -188,7 +189,7 @@ class RedisStore:
                 args += [draft.ts // NS, repr(draft.price), repr(draft.size), bar_channels[i] if bar_channels else ""]
             else:
                 args += ["", "", "", ""]
-        result = await self._publish(keys=keys, args=args)
+        result = await self._publish(keys, args)
         return [d.complete(int(result[2 * i]), _text(result[2 * i + 1])) for i, d in enumerate(drafts)]
 
     async def snapshots(self, symbols: Sequence[str]) -> dict[str, EncodedTick]:

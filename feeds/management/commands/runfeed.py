@@ -14,6 +14,7 @@ import logging
 import signal
 from typing import Any
 
+import uvloop
 from channels.layers import get_channel_layer
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
@@ -74,7 +75,7 @@ class Command(BaseCommand):
             source: Source = self._replay(options)
         else:
             source = self._simulated(options)
-        sent = asyncio.run(self._run(source, options))
+        sent = uvloop.run(self._run(source, options))  # the loop the server runs on: less CPU and latency per batch
         self.stdout.write(f"runfeed: published {sent} ticks")
 
     def _replay(self, options: dict[str, Any]) -> ReplaySource:
