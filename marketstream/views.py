@@ -50,6 +50,13 @@ async def index(request: HttpRequest) -> HttpResponse:
     return render(request, "index.html", {"embedded": embedded(), "key_required": key_required})
 
 
+def _failure(exc: BaseException) -> str:
+    """What failed, for a 503's message: a timeout (whose text is empty) says so."""
+    if isinstance(exc, TimeoutError):
+        return "no answer from the store within the timeout"
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+
+
 def _error(status: int, code: str, message: str) -> JsonResponse:
     response = JsonResponse({"error": code, "message": message}, status=status)
     if status == 401:
@@ -135,7 +142,7 @@ async def symbols(request: HttpRequest, services: Services, grant: Grant) -> Htt
     try:
         catalog, infos = await asyncio.wait_for(asyncio.gather(store.catalog(), store.descriptions()), 2.0)
     except Exception as exc:
-        return JsonResponse({"error": "unavailable", "message": f"catalog unavailable: {exc}"}, status=503)
+        return JsonResponse({"error": "unavailable", "message": f"catalog unavailable: {_failure(exc)}"}, status=503)
     allows = grant.entitlement.allows
     entries = []
     for s, t in catalog.items():
@@ -179,7 +186,7 @@ async def history(request: HttpRequest, services: Services, grant: Grant) -> Htt
     except BadQuery:
         raise
     except Exception as exc:
-        return _error(503, "unavailable", f"history unavailable: {exc}")
+        return _error(503, "unavailable", f"history unavailable: {_failure(exc)}")
     ticks = [t.decode() for t in found.ticks]
     return JsonResponse({"symbol": symbol, "epoch": found.epoch, "first_seq": found.first_seq, "ticks": ticks})
 
@@ -200,7 +207,7 @@ async def bars(request: HttpRequest, services: Services, grant: Grant) -> HttpRe
     except BadQuery:
         raise
     except Exception as exc:
-        return _error(503, "unavailable", f"bars unavailable: {exc}")
+        return _error(503, "unavailable", f"bars unavailable: {_failure(exc)}")
     return JsonResponse({"symbol": symbol, "interval": interval, "bars": [b.as_dict() for b in found]})
 
 

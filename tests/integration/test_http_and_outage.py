@@ -98,6 +98,9 @@ async def test_redis_going_away_and_coming_back(procs: Processes, prefix: str) -
         await asyncio.to_thread(wait_healthy, hub, 30, 503)
         status, body = http_json(hub.port, "/healthz")
         assert status == 503 and body["status"] != "ok", body
+        status, body = http_json(hub.port, "/api/v1/symbols")
+        assert status == 503 and body["error"] == "unavailable", body
+        assert body["message"].startswith("catalog unavailable: ") and len(body["message"]) > 25, body
         # the hub stays up, and open connections still answer
         assert hub.running()
         pong = await client.ping()
