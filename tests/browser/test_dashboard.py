@@ -15,6 +15,7 @@ from tests.browser.conftest import PHONE, DashboardHub, OpenPage, Tab
 
 DEFAULT_WATCHLIST = ["AAPL", "MSFT", "NVDA", "SPY", "EUR/USD", "USD/JPY", "BTC/USD", "ETH/USD"]
 LIVE = 10_000  # ms: generous on a loaded machine; the first tick's time is asserted separately
+FIRST_TICK_MS = 1500  # a first visit's first tick, from the start of the navigation
 
 
 def shown_symbols(tab: Tab) -> list[str]:
@@ -44,7 +45,10 @@ def test_a_first_visit_streams_a_default_watchlist_with_a_chart(
     assert shown_symbols(tab) == DEFAULT_WATCHLIST, "a few equities, FX and crypto pairs of the catalog"
     wait_js(tab, "s.perf.firstTick !== null")
     first_tick_ms = tab.stats()["perf"]["firstTick"]
-    assert first_tick_ms < 1000, f"the first tick came {first_tick_ms:.0f} ms after the navigation started"
+    # docs/dashboard.md: 430-550 ms in a quiet sitting; 730-894 ms idle and 1,121 ms in a
+    # loaded CI run on a machine twice as slow (stop 20). 1.5 s still fails on a page that
+    # fetches its modules import by import, or a hub that serves them one at a time.
+    assert first_tick_ms < FIRST_TICK_MS, f"the first tick came {first_tick_ms:.0f} ms after the navigation started"
 
     # names, prices that change, and change from the catalog's reference
     aapl = page.locator('#rows .row[data-symbol="AAPL"]')
