@@ -38,7 +38,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, TypedDict, cast
+from typing import TypedDict
 from urllib.parse import unquote, urlsplit
 
 import hiredis
@@ -48,6 +48,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from loadtest.services import REDIS_HINT, Service, service_env, start_feed
+from marketstream.adapters.direct_script import pack_command
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 FIRST_TICK_TIMEOUT = 30.0  # seconds from starting the feed to its first tick (Django's start included)
@@ -100,11 +101,6 @@ def tick_ts(payload: object) -> int | None:
     except (ValueError, TypeError, KeyError):
         return None
     return ts if type(ts) is int else None
-
-
-def command(*parts: str) -> bytes:
-    """A Redis command in RESP (hiredis' stub types `pack_command`'s tuple as one element long)."""
-    return hiredis.pack_command(cast(Any, parts))
 
 
 class TickSubscriber(asyncio.Protocol):
@@ -249,8 +245,8 @@ async def run_once(args: argparse.Namespace, client: aioredis.Redis) -> RunResul
     try:
         if url.password:
             auth = (unquote(url.username), unquote(url.password)) if url.username else (unquote(url.password),)
-            transport.write(command("AUTH", *auth))
-        transport.write(command("PSUBSCRIBE", f"{prefix}__group__tick.*"))
+            transport.write(pack_command("AUTH", *auth))
+        transport.write(pack_command("PSUBSCRIBE", f"{prefix}__group__tick.*"))
         await asyncio.wait_for(subscriber.subscribed, SUBSCRIBE_TIMEOUT)
         return await measure(args, client, subscriber, prefix)
     finally:

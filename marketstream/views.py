@@ -22,6 +22,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 from consumers.gate import Denied, credentials_of
 from consumers.grants import ANONYMOUS, Grant
+from marketstream.adapters.shard_health import failure_text
 from marketstream.core.bars import INTERVALS
 from marketstream.core.store import MAX_HISTORY_READ, Store
 from marketstream.core.symbols import normalize
@@ -48,13 +49,6 @@ async def index(request: HttpRequest) -> HttpResponse:
     except RuntimeError:
         key_required = False  # no services: the page finds out and says so
     return render(request, "index.html", {"embedded": embedded(), "key_required": key_required})
-
-
-def _failure(exc: BaseException) -> str:
-    """What failed, for a 503's message: a timeout (whose text is empty) says so."""
-    if isinstance(exc, TimeoutError):
-        return "no answer from the store within the timeout"
-    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
 
 
 def _error(status: int, code: str, message: str) -> JsonResponse:
@@ -142,7 +136,9 @@ async def symbols(request: HttpRequest, services: Services, grant: Grant) -> Htt
     try:
         catalog, infos = await asyncio.wait_for(asyncio.gather(store.catalog(), store.descriptions()), 2.0)
     except Exception as exc:
-        return JsonResponse({"error": "unavailable", "message": f"catalog unavailable: {_failure(exc)}"}, status=503)
+        return JsonResponse(
+            {"error": "unavailable", "message": f"catalog unavailable: {failure_text(exc)}"}, status=503
+        )
     allows = grant.entitlement.allows
     entries = []
     for s, t in catalog.items():
@@ -186,7 +182,7 @@ async def history(request: HttpRequest, services: Services, grant: Grant) -> Htt
     except BadQuery:
         raise
     except Exception as exc:
-        return _error(503, "unavailable", f"history unavailable: {_failure(exc)}")
+        return _error(503, "unavailable", f"history unavailable: {failure_text(exc)}")
     ticks = [t.decode() for t in found.ticks]
     return JsonResponse({"symbol": symbol, "epoch": found.epoch, "first_seq": found.first_seq, "ticks": ticks})
 
@@ -207,7 +203,7 @@ async def bars(request: HttpRequest, services: Services, grant: Grant) -> HttpRe
     except BadQuery:
         raise
     except Exception as exc:
-        return _error(503, "unavailable", f"bars unavailable: {_failure(exc)}")
+        return _error(503, "unavailable", f"bars unavailable: {failure_text(exc)}")
     return JsonResponse({"symbol": symbol, "interval": interval, "bars": [b.as_dict() for b in found]})
 
 

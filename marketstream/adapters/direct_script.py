@@ -48,7 +48,7 @@ class DirectScript:
         self._lock = asyncio.Lock()
 
     async def __call__(self, keys: Sequence[str], args: Sequence[str | bytes | int | float]) -> Any:
-        command = _pack("EVALSHA", self.sha, len(keys), *keys, *args)
+        command = pack_command("EVALSHA", self.sha, len(keys), *keys, *args)
         async with self._lock:
             try:
                 return await self._call(command)
@@ -69,7 +69,7 @@ class DirectScript:
                 try:
                     return await conn.read_response()
                 except redis_errors.NoScriptError:
-                    await conn.send_packed_command(_pack("SCRIPT", "LOAD", self.script), False)
+                    await conn.send_packed_command(pack_command("SCRIPT", "LOAD", self.script), False)
                     await conn.read_response()
                     await conn.send_packed_command(command, check_health=False)
                     return await conn.read_response()
@@ -106,8 +106,8 @@ class DirectScript:
         await self.pool.release(conn)
 
 
-def _pack(*parts: str | bytes | int | float) -> bytes:
-    """A command in RESP, packed by hiredis in one call."""
+def pack_command(*parts: str | bytes | int | float) -> bytes:
+    """A command in RESP, packed by hiredis in one call (also loadtest.feedlatency's)."""
     return hiredis.pack_command(parts)  # type: ignore[arg-type]  # its stub types the tuple as of one item
 
 

@@ -109,7 +109,7 @@ class ShardMonitor:
             if isinstance(result, ShardCountMismatch):
                 raise result
             if isinstance(result, BaseException):
-                self._down(i, _text(result))
+                self._down(i, failure_text(result))
         if self._task is None:
             self._task = asyncio.get_running_loop().create_task(self._loop(), name="shard-monitor")
 
@@ -133,7 +133,7 @@ class ShardMonitor:
         results = await asyncio.gather(*(self._probe(i) for i in range(self.n)), return_exceptions=True)
         for i, result in enumerate(results):
             if isinstance(result, BaseException):
-                self._down(i, _text(result))
+                self._down(i, failure_text(result))
             else:
                 await self._up(i)
         if self.give_up is not None:
@@ -166,7 +166,7 @@ class ShardMonitor:
 
     def fail(self, index: int, exc: BaseException) -> None:
         """A call to shard `index` failed: it is down from now (until a check says otherwise)."""
-        self._down(index, _text(exc))
+        self._down(index, failure_text(exc))
 
     def dropped(self, index: int, ticks: int) -> None:
         health = self.health[index]
@@ -228,7 +228,9 @@ class ShardMonitor:
         log.info("shard %d (%s) is back after %.1f s: %s", i, health.address, lasted, missed)
 
 
-def _text(exc: BaseException) -> str:
+def failure_text(exc: BaseException) -> str:
+    """What failed, for a log line or an error message: a timeout (whose text is empty)
+    says so, anything else its type and text."""
     if isinstance(exc, TimeoutError):
         return "no answer within the timeout"
     return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__

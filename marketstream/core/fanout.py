@@ -284,6 +284,4 @@ class Stagger:
 
     def cancel(self) -> None:
         """Cancel every slot's timer (shutdown)."""
-        for _, timer in self._due.values():
-            timer.cancel()
-        self._due = {}
+        self.take_all()
