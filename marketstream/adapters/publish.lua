@@ -29,7 +29,11 @@ local function header(n, small, b8, b16)
   return string.char(b16, math.floor(n / 256), n % 256)
 end
 local function str(s) return header(#s, 0xa0, 0xd9, 0xda) .. s end
-local function bin(s) return header(#s, nil, 0xc4, 0xc5) .. s end
+-- The layer message's fixed parts, made once per call. Per tick the message is one
+-- concatenation: each intermediate string costs Redis a new interned Lua string (hashed,
+-- compared on collision) and garbage to collect, which was most of this script's own cost.
+local TICK_HEAD = '\134' .. str('type') .. str('tick') .. str('s')
+local KEY_Q, KEY_M, KEY_J, KEY_E = str('q'), str('m'), str('j'), str('e')
 
 local n = (#ARGV - FIRST) / FIELDS
 for i = 1, n do
@@ -63,15 +67,18 @@ for i = 1, n do
   seq = seq + 1
   seqs[symbol] = seq
   local epoch = epochs[symbol]
-  local tick = mhead .. cmsgpack.pack(seq)
-  local json = jhead .. string.format('%d', seq) .. '}'
+  local packed_seq, seq_text = cmsgpack.pack(seq), string.format('%d', seq)
+  local tick = mhead .. packed_seq
+  local json = jhead .. seq_text .. '}'
   snaps[symbol] = tick
   if maxlen > 0 then
-    redis.call('XADD', history, 'MAXLEN', '~', maxlen, seq .. '-0', 'm', tick, 'j', json)
+    -- ARGV[1] as given: a number argument would be formatted again on every call
+    redis.call('XADD', history, 'MAXLEN', '~', ARGV[1], seq_text .. '-0', 'm', tick, 'j', json)
   end
   if channel ~= '' then
-    local message = '\134' .. str('type') .. str('tick') .. str('s') .. str(symbol) .. str('q') .. cmsgpack.pack(seq)
-      .. str('m') .. bin(tick) .. str('j') .. bin(json) .. str('e') .. str(epoch)
+    local message = TICK_HEAD .. header(#symbol, 0xa0, 0xd9, 0xda) .. symbol .. KEY_Q .. packed_seq
+      .. KEY_M .. header(#tick, nil, 0xc4, 0xc5) .. tick .. KEY_J .. header(#json, nil, 0xc4, 0xc5) .. json
+      .. KEY_E .. header(#epoch, 0xa0, 0xd9, 0xda) .. epoch
     redis.call('PUBLISH', channel, message)
   end
   out[#out + 1] = seq

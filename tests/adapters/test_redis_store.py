@@ -80,3 +80,21 @@ async def test_history_is_bounded_and_read_both_ways(redis_store_short: RedisSto
     newer = (await store.tails({"AAPL": 297}, 100))["AAPL"]
     assert [t.seq for t in newer.ticks] == [298, 299, 300], "read back only to the seq given"
     assert all(t.json == draft("AAPL").complete(t.seq).json for t in newer.ticks), "JSON kept as published"
+
+
+async def test_a_seq_past_fourteen_digits_is_kept_whole(store: RedisStore) -> None:
+    """publish.lua writes the seq as an integer everywhere: in the history entry's ID, the
+    JSON and the msgpack (Lua's default number format has 14 significant digits, which
+    would have made the ID `1e+15-0`, an XADD error)."""
+    start = 10**15 - 1
+    await store.redis.hset(store.seq_key, "AAPL", start)
+    await store.redis.hset(store.epoch_key, "AAPL", "e-big")
+    (first, second) = await store.append([draft("AAPL"), draft("AAPL")])
+    assert (first.seq, second.seq, second.epoch) == (start + 1, start + 2, "e-big")
+    assert second.json.endswith(b'"seq":%d}' % (start + 2)), second.json
+    assert second.msgpack == draft("AAPL").complete(start + 2).msgpack
+    history = await store.history("AAPL", None, 10)
+    assert [t.seq for t in history.ticks] == [start + 1, start + 2]
+    entries = await store.redis.xrange(store.history_key("AAPL"))
+    assert entries is not None
+    assert [entry_id for entry_id, _ in entries] == [b"%d-0" % (start + 1), b"%d-0" % (start + 2)]
