@@ -47,6 +47,13 @@ $(PROMTOOL):
 	  apt-get update -q && apt-get install -y -q --no-install-recommends prometheus; }
 	-systemctl disable --now prometheus 2>/dev/null || service prometheus stop 2>/dev/null
 
+# loadtest.scriptcost counts Redis's instructions in publish.lua with valgrind (tests/loadtest/test_scriptcost.py).
+VALGRIND := /usr/bin/valgrind
+$(VALGRIND):
+	@[ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null || { \
+	  echo "The script cost test needs valgrind: run 'apt-get install -y valgrind' as root"; exit 1; }
+	apt-get install -y -q valgrind || { apt-get update -q && apt-get install -y -q valgrind; }
+
 $(VENV)/.installed-load: pyproject.toml $(VENV)/.installed
 	$(PY) -m pip install -q -e '.[load]'
 	touch $@
@@ -62,9 +69,9 @@ run: install
 	$(PY) manage.py migrate --noinput
 	MARKETSTREAM_ADMIN=true MARKETSTREAM_ANONYMOUS=true $(PY) -m marketstream.serve --host 127.0.0.1 --port $(PORT)
 
-## Lint, type-check and run the whole suite against the Redis on 127.0.0.1:6379 (and Chromium and promtool; the
-## cluster suite, tests/cluster/, needs root and HAProxy)
-test: install-dev $(CHROMIUM) $(HAPROXY) $(PROMTOOL)
+## Lint, type-check and run the whole suite against the Redis on 127.0.0.1:6379 (and Chromium, promtool and
+## valgrind; the cluster suite, tests/cluster/, needs root and HAProxy)
+test: install-dev $(CHROMIUM) $(HAPROXY) $(PROMTOOL) $(VALGRIND)
 	@$(REDIS_CHECK) 2>/dev/null || { echo "Redis is not answering on 127.0.0.1:6379. Start it with:"; \
 	  echo '  redis-server --daemonize yes --bind 127.0.0.1 -::1 --port 6379 --save "" --appendonly no'; exit 1; }
 	$(VENV)/bin/ruff check .
