@@ -1,5 +1,6 @@
 -- Bars (OHLCV) on Redis: the rules of marketstream/core/bars.py, run by the seq authority.
--- Prepended to publish.lua and finalize.lua (one text each, loaded once).
+-- Prepended to publish.lua and finalize.lua (one text each, loaded once), with the one
+-- helper both use for their writes (call_each).
 --
 -- State: hash BARS (KEYS of the script) symbol -> msgpack array of 5 x 8 numbers, the
 -- newest bar of each interval below (open, or final until the next one opens): for the
@@ -103,6 +104,15 @@ local function bar_finalize(hash, symbol, now, keep, list_prefix)
   end
 end
 
+-- `command key args...` in as few calls as Lua's unpack allows (at most ARGS_PER_CALL
+-- arguments a call, an even number: field-value pairs stay together)
+local ARGS_PER_CALL = 1000
+local function call_each(command, key, args)
+  for first = 1, #args, ARGS_PER_CALL do
+    redis.call(command, key, unpack(args, first, math.min(first + ARGS_PER_CALL - 1, #args)))
+  end
+end
+
 local function bar_str(s)
   local n = #s
   if n < 32 then return string.char(0xa0 + n) .. s end
@@ -113,9 +123,11 @@ end
 -- write back the changed symbols' bars and publish what changed; returns the bars made final
 local function bar_flush(hash)
   local total = 0
+  local fields = {}
   for _, symbol in ipairs(bar_order) do
     local packed = cmsgpack.pack(bar_state[symbol])
-    redis.call('HSET', hash, symbol, packed)
+    fields[#fields + 1] = symbol
+    fields[#fields + 1] = packed
     local finals = bar_finals[symbol]
     total = total + #finals
     local channel = bar_channel[symbol]
@@ -131,5 +143,6 @@ local function bar_flush(hash)
         .. '\161c' .. string.char(0x90 + #changed, unpack(changed)) .. '\161f' .. f)
     end
   end
+  call_each('HSET', hash, fields)
   return total
 end

@@ -20,7 +20,7 @@ local maxlen = tonumber(ARGV[1])
 local fresh = ARGV[2]
 local keep, list_prefix = tonumber(ARGV[3]), ARGV[4]
 local FIELDS, FIRST = 8, 4
-local seqs, epochs, snaps = {}, {}, {}
+local seqs, seq_texts, epochs, snaps = {}, {}, {}, {}
 local out = {}
 
 local function header(n, small, b8, b16)
@@ -70,7 +70,7 @@ for i = 1, n do
   local packed_seq, seq_text = cmsgpack.pack(seq), string.format('%d', seq)
   local tick = mhead .. packed_seq
   local json = jhead .. seq_text .. '}'
-  snaps[symbol] = tick
+  snaps[symbol], seq_texts[symbol] = tick, seq_text
   if maxlen > 0 then
     -- ARGV[1] as given: a number argument would be formatted again on every call
     redis.call('XADD', history, 'MAXLEN', '~', ARGV[1], seq_text .. '-0', 'm', tick, 'j', json)
@@ -89,10 +89,17 @@ for i = 1, n do
     bar_tick(KEYS[5], symbol, tonumber(second), tonumber(ARGV[base + 6]), tonumber(ARGV[base + 7]), keep, list_prefix)
   end
 end
-for symbol, seq in pairs(seqs) do
-  redis.call('HSET', KEYS[1], symbol, seq)
-  redis.call('HSET', KEYS[3], symbol, snaps[symbol])
-  redis.call('SADD', KEYS[4], symbol)
+-- one write per key for the whole call: a redis.call costs more than the command it runs
+local seq_fields, snap_fields, members = {}, {}, {}
+for symbol in pairs(seqs) do
+  seq_fields[#seq_fields + 1] = symbol
+  seq_fields[#seq_fields + 1] = seq_texts[symbol]
+  snap_fields[#snap_fields + 1] = symbol
+  snap_fields[#snap_fields + 1] = snaps[symbol]
+  members[#members + 1] = symbol
 end
+call_each('HSET', KEYS[1], seq_fields)
+call_each('HSET', KEYS[3], snap_fields)
+call_each('SADD', KEYS[4], members)
 bar_flush(KEYS[5])
 return out

@@ -168,3 +168,26 @@ def test_bar_messages_round_trip() -> None:
     ):
         with pytest.raises(ValueError):
             from_message(bad)
+
+
+async def test_a_batch_of_more_symbols_than_one_write_takes_is_stored_whole(
+    stores: tuple[RedisStore, RedisStore],
+) -> None:
+    """publish.lua writes seqs, snapshots, the catalog and the bars once per call, in
+    writes of at most 1,000 arguments: Lua's unpack takes at most 8,000 values, and
+    4,100 symbols in one batch make 8,200."""
+    store, _ = stores
+    count = 4100
+    symbols = [f"S{i:04d}" for i in range(count)]
+    sent = await store.append([draft(s, 10.5, 100.0 + i) for i, s in enumerate(symbols)])
+    assert [(t.symbol, t.seq) for t in sent] == [(s, 1) for s in symbols]
+    again = await store.append([draft(s, 11.5, 1.0) for s in symbols])
+    assert {t.seq for t in again} == {2}, "every seq was saved"
+    snapshots = await store.snapshots(symbols)
+    assert sorted(snapshots) == symbols and {t.seq for t in snapshots.values()} == {2}
+    assert await store.known(symbols) == [True] * count
+    opened = await store.open_bars(symbols)
+    assert sorted(opened) == symbols
+    first_minute = {s: [b for b in bars if b.interval == "1m"] for s, bars in opened.items()}
+    assert all(len(b) == 1 and b[0].count == 2 for b in first_minute.values()), "each symbol's bars were saved"
+    assert first_minute["S4099"][0].open == 4199.0 and first_minute["S4099"][0].close == 1.0
