@@ -16,8 +16,8 @@ pub/sub transport; history 2,000, bars kept 500 or none), `--batches` batches of
 one tick per symbol (not counted in the ticks, but its instructions are: 1 call in
 `--batches + 1`), then `SHUTDOWN NOSAVE` and callgrind's total. Nothing subscribes, so
 PUBLISH writes to no client. The ticks' timestamps are real, so which bars become final
-(at each second's boundary) varies a little between runs: about 0.5% with bars, nothing
-without.
+(at each second's boundary) varies a little between runs: up to about 3% with bars,
+0.1% without.
 
     python -m loadtest.scriptcost [--batches 1000] [--batch 5] [--symbols 100] [--top 0]
         [--keep DIR] [--json-out FILE]

@@ -31,7 +31,7 @@ end
 local function str(s) return header(#s, 0xa0, 0xd9, 0xda) .. s end
 -- The layer message's fixed parts, made once per call. Per tick the message is one
 -- concatenation: each intermediate string costs Redis a new interned Lua string (hashed,
--- compared on collision) and garbage to collect, which was most of this script's own cost.
+-- compared on collision) and garbage to collect (loadtest.scriptcost, docs/performance.md).
 local TICK_HEAD = '\134' .. str('type') .. str('tick') .. str('s')
 local KEY_Q, KEY_M, KEY_J, KEY_E = str('q'), str('m'), str('j'), str('e')
 
