@@ -1,6 +1,6 @@
 -- Bars (OHLCV) on Redis: the rules of marketstream/core/bars.py, run by the seq authority.
--- Prepended to publish.lua and finalize.lua (one text each, loaded once), with the one
--- helper both use for their writes (call_each).
+-- Prepended to publish.lua and finalize.lua (one text each, loaded once), with the helpers
+-- publish.lua uses too: call_each for its writes, str_head for its messages.
 --
 -- State: hash BARS (KEYS of the script) symbol -> msgpack array of 5 x 8 numbers, the
 -- newest bar of each interval below (open, or final until the next one opens): for the
@@ -113,11 +113,11 @@ local function call_each(command, key, args)
   end
 end
 
-local function bar_str(s)
-  local n = #s
-  if n < 32 then return string.char(0xa0 + n) .. s end
-  if n < 256 then return string.char(0xd9, n) .. s end
-  return string.char(0xda, math.floor(n / 256), n % 256) .. s
+-- msgpack's header of a str of n bytes
+local function str_head(n)
+  if n < 32 then return string.char(0xa0 + n) end
+  if n < 256 then return string.char(0xd9, n) end
+  return string.char(0xda, math.floor(n / 256), n % 256)
 end
 
 -- write back the changed symbols' bars and publish what changed; returns the bars made final
@@ -139,7 +139,7 @@ local function bar_flush(hash)
         if open[k] then changed[#changed + 1] = k end
       end
       local f = #finals > 0 and cmsgpack.pack(finals) or '\144'
-      redis.call('PUBLISH', channel, '\133\164type\164bars\161s' .. bar_str(symbol) .. '\161b' .. packed
+      redis.call('PUBLISH', channel, '\133\164type\164bars\161s' .. str_head(#symbol) .. symbol .. '\161b' .. packed
         .. '\161c' .. string.char(0x90 + #changed, unpack(changed)) .. '\161f' .. f)
     end
   end

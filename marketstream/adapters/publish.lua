@@ -20,15 +20,15 @@ local maxlen = tonumber(ARGV[1])
 local fresh = ARGV[2]
 local keep, list_prefix = tonumber(ARGV[3]), ARGV[4]
 local FIELDS, FIRST = 8, 4
-local seqs, seq_texts, epochs, snaps = {}, {}, {}, {}
+local seqs, epochs, snaps = {}, {}, {}
 local out = {}
 
-local function header(n, small, b8, b16)
-  if n < 32 and small then return string.char(small + n) end
-  if n < 256 then return string.char(b8, n) end
-  return string.char(b16, math.floor(n / 256), n % 256)
+-- msgpack's header of a bin of n bytes (str_head, of a str, is bars.lua's)
+local function bin_head(n)
+  if n < 256 then return string.char(0xc4, n) end
+  return string.char(0xc5, math.floor(n / 256), n % 256)
 end
-local function str(s) return header(#s, 0xa0, 0xd9, 0xda) .. s end
+local function str(s) return str_head(#s) .. s end
 -- The layer message's fixed parts, made once per call. Per tick the message is one
 -- concatenation: each intermediate string costs Redis a new interned Lua string (hashed,
 -- compared on collision) and garbage to collect (loadtest.scriptcost, docs/performance.md).
@@ -70,15 +70,14 @@ for i = 1, n do
   local packed_seq, seq_text = cmsgpack.pack(seq), string.format('%d', seq)
   local tick = mhead .. packed_seq
   local json = jhead .. seq_text .. '}'
-  snaps[symbol], seq_texts[symbol] = tick, seq_text
+  snaps[symbol] = tick
   if maxlen > 0 then
     -- ARGV[1] as given: a number argument would be formatted again on every call
     redis.call('XADD', history, 'MAXLEN', '~', ARGV[1], seq_text .. '-0', 'm', tick, 'j', json)
   end
   if channel ~= '' then
-    local message = TICK_HEAD .. header(#symbol, 0xa0, 0xd9, 0xda) .. symbol .. KEY_Q .. packed_seq
-      .. KEY_M .. header(#tick, nil, 0xc4, 0xc5) .. tick .. KEY_J .. header(#json, nil, 0xc4, 0xc5) .. json
-      .. KEY_E .. header(#epoch, 0xa0, 0xd9, 0xda) .. epoch
+    local message = TICK_HEAD .. str_head(#symbol) .. symbol .. KEY_Q .. packed_seq
+      .. KEY_M .. bin_head(#tick) .. tick .. KEY_J .. bin_head(#json) .. json .. KEY_E .. str_head(#epoch) .. epoch
     redis.call('PUBLISH', channel, message)
   end
   out[#out + 1] = seq
@@ -91,9 +90,9 @@ for i = 1, n do
 end
 -- one write per key for the whole call: a redis.call costs more than the command it runs
 local seq_fields, snap_fields, members = {}, {}, {}
-for symbol in pairs(seqs) do
+for symbol, seq in pairs(seqs) do
   seq_fields[#seq_fields + 1] = symbol
-  seq_fields[#seq_fields + 1] = seq_texts[symbol]
+  seq_fields[#seq_fields + 1] = string.format('%d', seq)
   snap_fields[#snap_fields + 1] = symbol
   snap_fields[#snap_fields + 1] = snaps[symbol]
   members[#members + 1] = symbol
