@@ -25,8 +25,8 @@ PUBLISH writes to no client. The ticks' timestamps are real, so which bars becom
 Prints one JSON line `{"runs": [...]}` (instructions per tick and in all, per variant),
 then a table; `--top K` adds the K costliest functions of each run (inclusive; Debian's
 redis-server is stripped, so the Lua interpreter's own functions show as addresses) and
-`--keep DIR` keeps callgrind's files for `callgrind_annotate`. Needs valgrind
-(`apt-get install valgrind`) and redis-server on the PATH; exits 1 without them. A run
+`--keep DIR` keeps callgrind's files (and the server's log) for `callgrind_annotate`. Needs
+valgrind (`apt-get install valgrind`) and redis-server on the PATH; exits 1 without them. A run
 takes about 15 s per 1,000 batches per variant (valgrind slows Redis about 50x).
 """
 
@@ -40,32 +40,29 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
 from channels_redis.pubsub import RedisPubSubChannelLayer
-from redis import asyncio as aioredis
 
 from feeds.publisher import Publisher
 from feeds.simulated import SimulatedFeed
 from feeds.universe import generated
-from loadtest.services import free_port
+from loadtest.services import ServiceError, free_port, start_redis
 from marketstream.adapters.redis_store import RedisStore, connect
 from marketstream.adapters.transport import PubSubTransport
 
 PREFIX = "scriptcost"
-STARTUP_S = 60.0
+STARTUP_S = 60.0  # valgrind slows Redis' start too
+STOP_S = 120.0  # callgrind writes its file as Redis exits
 
 
-def tools() -> tuple[str, str]:
-    """valgrind's and redis-server's paths; SystemExit saying how to install a missing one."""
-    valgrind, server = shutil.which("valgrind"), shutil.which("redis-server")
-    if valgrind is None:
+def valgrind() -> str:
+    """valgrind's path; SystemExit saying how to install it when it is missing."""
+    path = shutil.which("valgrind")
+    if path is None:
         raise SystemExit("loadtest.scriptcost needs valgrind: apt-get install -y valgrind")
-    if server is None:
-        raise SystemExit("loadtest.scriptcost needs redis-server: apt-get install -y redis-server")
-    return valgrind, server
+    return path
 
 
 async def publish(url: str, bars: bool, batches: int, batch: int, symbols: int) -> int:
@@ -84,22 +81,6 @@ async def publish(url: str, bars: bool, batches: int, batch: int, symbols: int) 
         await client.aclose()
         await layer.flush()
     return batches * batch
-
-
-async def wait_until_up(url: str, process: subprocess.Popen[bytes]) -> None:
-    client: aioredis.Redis = aioredis.Redis.from_url(url)
-    deadline = time.monotonic() + STARTUP_S
-    try:
-        while True:
-            try:
-                await client.ping()
-                return
-            except (ConnectionError, OSError, aioredis.RedisError):
-                if process.poll() is not None or time.monotonic() > deadline:
-                    raise SystemExit(f"redis-server under valgrind did not start (exit {process.poll()})") from None
-                await asyncio.sleep(0.2)
-    finally:
-        await client.aclose()
 
 
 def total(out_file: Path) -> int:
@@ -126,25 +107,18 @@ def top(out_file: Path, count: int) -> list[str]:
 
 
 def run_once(bars: bool, batches: int, batch: int, symbols: int, folder: Path, top_count: int) -> dict[str, Any]:
-    valgrind, server = tools()
-    port = free_port()
     out_file = folder / f"callgrind.{'bars' if bars else 'nobars'}.out"
-    argv = [
-        valgrind, "--tool=callgrind", "--toggle-collect=evalGenericCommand", f"--callgrind-out-file={out_file}",
-        server, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-    ]  # fmt: skip
-    process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"redis://127.0.0.1:{port}/0"
+    callgrind = [valgrind(), "--tool=callgrind", "--toggle-collect=evalGenericCommand"]
+    callgrind.append(f"--callgrind-out-file={out_file}")
+    port = free_port()
     try:
-        asyncio.run(wait_until_up(url, process))
-        ticks = asyncio.run(publish(url, bars, batches, batch, symbols))
-        subprocess.run([shutil.which("redis-cli") or "redis-cli", "-p", str(port), "shutdown", "nosave"],
-                       capture_output=True, timeout=60)  # fmt: skip
-        process.wait(timeout=120)
+        server = start_redis(port, folder, STARTUP_S, wrapper=callgrind)
+    except ServiceError as exc:
+        raise SystemExit(f"redis-server under valgrind did not start: {exc}") from None
+    try:
+        ticks = asyncio.run(publish(f"redis://127.0.0.1:{port}/0", bars, batches, batch, symbols))
     finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
+        server.stop(timeout=STOP_S)  # SIGTERM: Redis exits, and callgrind writes its file
     instructions = total(out_file)
     return {
         "bars": bars,
@@ -176,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--keep", type=Path, help="keep callgrind's files in this folder")
     p.add_argument("--json-out", type=Path, help="also write the JSON line to this file")
     args = p.parse_args(argv)
-    tools()
+    valgrind()
     with tempfile.TemporaryDirectory(prefix="scriptcost-") as scratch:
         folder = args.keep or Path(scratch)
         folder.mkdir(parents=True, exist_ok=True)

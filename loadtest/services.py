@@ -169,12 +169,13 @@ def spawn(name: str, argv: list[str], env: Mapping[str, str], log_dir: Path) -> 
     return Service(name, process, log_path)
 
 
-def start_redis(port: int, log_dir: Path, timeout: float = 10.0) -> Service:
-    """A private, non-persistent redis-server on 127.0.0.1:`port`; waits until it answers."""
+def start_redis(port: int, log_dir: Path, timeout: float = 10.0, wrapper: Sequence[str] = ()) -> Service:
+    """A private, non-persistent redis-server on 127.0.0.1:`port`; waits until it answers.
+    `wrapper`: a command that runs the server (valgrind, for loadtest.scriptcost)."""
     binary = shutil.which("redis-server")
     if binary is None:
         raise ServiceError("redis-server is not installed (apt-get install redis-server)")
-    argv = [binary, "--port", str(port), "--bind", LOOPBACK, "--save", "", "--appendonly", "no"]
+    argv = [*wrapper, binary, "--port", str(port), "--bind", LOOPBACK, "--save", "", "--appendonly", "no"]
     argv += ["--daemonize", "no", "--maxclients", "20000"]
     service = spawn("redis", argv, dict(os.environ), log_dir)
     wait_until(lambda: redis_ping(port), timeout, service, f"redis-server on port {port}")
