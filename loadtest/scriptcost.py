@@ -14,7 +14,7 @@ disk), a publisher on the production path (feeds.publisher.Publisher, RedisStore
 pub/sub transport; history 2,000, bars kept 500 or none), `--batches` batches of
 `--batch` simulated ticks over `--symbols` generated symbols after an opening batch of
 one tick per symbol (not counted in the ticks, but its instructions are: 1 call in
-`--batches + 1`), then `SHUTDOWN NOSAVE` and callgrind's total. Nothing subscribes, so
+`--batches + 1`), then SIGTERM (Redis exits) and callgrind's total. Nothing subscribes, so
 PUBLISH writes to no client. The ticks' timestamps are real, so which bars become final
 (at each second's boundary) varies a little between runs: up to about 3% with bars,
 0.1% without.
